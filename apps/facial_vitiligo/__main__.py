@@ -1,0 +1,5 @@
+import sys
+
+from apps.facial_vitiligo.app import main
+
+sys.exit(main())

@@ -1,0 +1,85 @@
+"""Facial vitiligo app: DICOM photographs in, DICOM SEG + TID 1500 SR (+ PNG previews) out.
+
+    python -m apps.facial_vitiligo -i IN -o OUT [-m MODELS]
+
+Pipeline: load photographs -> detect faces -> face-skin mask -> vitiligo segmentation
+(DDRNet) -> F-Vitiligo -> SEG -> SR -> overlay PNG -> results.json.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+from holoscan.conditions import CountCondition
+from monai.deploy.core import Application
+
+from apps import runtime
+from operators.face_detection import FaceDetectionOperator
+from operators.face_skin_mask import FaceSkinMaskOperator
+from operators.facial_vitiligo_measurement import FacialVitiligoMeasurementOperator
+from operators.lesion_segmentation import LesionSegmentationOperator
+from operators.overlay_writer import OverlayWriterOperator
+from operators.photo_loader import DicomPhotoLoaderOperator
+from operators.results_writer import ResultsWriterOperator
+from operators.seg_writer import SegWriterOperator
+from operators.sr_writer import SrWriterOperator
+
+log = logging.getLogger("dermpacs")
+APP_NAME = "facial vitiligo"
+WEIGHTS_PATTERN = "facial_vitiligo*.pt"
+
+
+SHIPPED_WEIGHTS = Path(__file__).resolve().parents[2] / "models" / "weights" / "facial_vitiligo_ddrnet23slim.pt"
+
+
+def load_segmenter(model_path: str | None):
+    from models.inference import LesionSegmenter
+
+    return LesionSegmenter.load(runtime.resolve_weights(model_path, SHIPPED_WEIGHTS, WEIGHTS_PATTERN))
+
+
+class FacialVitiligoApp(Application):
+    """A MONAI Deploy application; ``results`` holds the cases after ``run()``."""
+
+    def compose(self) -> None:
+        context = Application.init_app_context(self.argv)
+        input_folder, output_folder = Path(context.input_path), Path(context.output_path)
+        segmenter = load_segmenter(context.model_path)
+        algorithm = runtime.algorithm_identity(APP_NAME, segmenter)
+
+        loader = DicomPhotoLoaderOperator(self, CountCondition(self, 1), input_folder=input_folder, name="photo_loader")
+        faces = FaceDetectionOperator(self, name="face_detection")
+        skin = FaceSkinMaskOperator(self, name="face_skin_mask")
+        lesions = LesionSegmentationOperator(self, segmenter=segmenter, name="vitiligo_segmentation")
+        measure = FacialVitiligoMeasurementOperator(self, name="f_vitiligo")
+        seg = SegWriterOperator(self, output_folder=output_folder, algorithm=algorithm, name="seg_writer")
+        sr = SrWriterOperator(self, output_folder=output_folder, algorithm=algorithm, name="sr_writer")
+        overlay = OverlayWriterOperator(self, output_folder=output_folder, name="overlay_writer")
+        self.results = ResultsWriterOperator(
+            self, output_folder=output_folder, app_name=APP_NAME, algorithm=algorithm,
+            headline_key="f_vitiligo_percent", headline_label="F-Vitiligo %", name="results_writer",
+        )
+        pipeline = [loader, faces, skin, lesions, measure, seg, sr, overlay, self.results]
+        for upstream, downstream in zip(pipeline, pipeline[1:]):
+            self.add_flow(upstream, downstream, {("cases", "cases")})
+
+
+def main(argv: list[str] | None = None) -> int:
+    runtime.configure_logging()
+    runtime.tune_allocator()
+    argv = list(sys.argv if argv is None else argv)
+    app = FacialVitiligoApp(argv)
+    app.run()
+    cases = getattr(getattr(app, "results", None), "cases", [])
+    if not cases:
+        print("no input files found", file=sys.stderr)
+        return runtime.EXIT_NOTHING_ANALYSED
+    if not any(c.ok for c in cases):
+        return runtime.EXIT_NOTHING_ANALYSED
+    return runtime.EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

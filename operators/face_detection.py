@@ -1,0 +1,34 @@
+"""Step 2: find faces (RetinaFace on a downscaled copy, boxes at full resolution)."""
+
+from __future__ import annotations
+
+import logging
+
+from monai.deploy.core import Fragment
+
+from models.face import FaceDetector, NoFaceFoundError
+
+from .base import StepOperator
+from .cases import PhotoCase
+
+log = logging.getLogger("dermpacs")
+
+
+class FaceDetectionStep:
+    step_name = "face detection"
+
+    def __init__(self, detector: FaceDetector | None = None) -> None:
+        self.detector = detector or FaceDetector()
+
+    def process(self, case: PhotoCase) -> None:
+        boxes = self.detector.detect(case.photo.pixels)
+        if not boxes:
+            raise NoFaceFoundError("no face found in the photograph")
+        if len(boxes) > 1:
+            log.warning("%s: %d faces found; analysing the largest", case.label(), len(boxes))
+        case.findings["face_boxes"] = boxes
+
+
+class FaceDetectionOperator(StepOperator):
+    def __init__(self, fragment: Fragment, *args, detector: FaceDetector | None = None, **kwargs) -> None:
+        super().__init__(fragment, *args, step=FaceDetectionStep(detector), **kwargs)
