@@ -1,0 +1,110 @@
+"""The embedded demo study: a real face photograph with painted, known vitiligo patches.
+
+scikit-image ships the public-domain NASA portrait "astronaut"; we crop the head, scale it
+to the paper's 2832x4240 portrait format, make left/frontal/right views (a perspective turn
+stands in for the lateral views) and paint depigmented patches inside the face skin with
+the training generator's painter. The painted mask is the ground truth, so the demo and
+the tests know the true F-Vitiligo of every view.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from pydicom.uid import JPEGBaseline8Bit, generate_uid
+
+from dicom.encode import DEMO_PATIENT, photograph_dataset, write_dataset
+from models.face import FaceSkinMasker
+from models.metrics import f_vitiligo
+from models.synthetic.vitiligo import paint_depigmentation
+
+WIDTH, HEIGHT = 2832, 4240  # columns x rows of the paper's photographs (portrait)
+VIEWS = ("left", "frontal", "right")
+
+
+@dataclass(frozen=True)
+class DemoPhotograph:
+    path: Path
+    view: str
+    true_f_vitiligo: float  # percent, painted lesion inside the face-skin mask
+    lesion_mask: np.ndarray  # bool (H, W) ground truth
+    skin_mask: np.ndarray  # bool (H, W) face-skin mask of the clean photograph
+
+
+def astronaut_portrait(width: int = WIDTH, height: int = HEIGHT, seed: int = 0) -> np.ndarray:
+    """The astronaut's head, cropped to the portrait aspect ratio and upscaled, with film grain."""
+    from skimage import data
+
+    image = data.astronaut()
+    crop = image[0:330, 115:335]  # head and shoulders, aspect 2:3 like 2832x4240
+    big = cv2.resize(crop, (width, height), interpolation=cv2.INTER_CUBIC)
+    rng = np.random.default_rng(seed)
+    grain = cv2.GaussianBlur(rng.normal(0, 3.0, (height, width)).astype(np.float32), (0, 0), 1.2)
+    return np.clip(big.astype(np.float32) + grain[..., None], 0, 255).astype(np.uint8)
+
+
+def turn(image: np.ndarray, view: str, strength: float = 0.16) -> np.ndarray:
+    """A perspective warp that turns the face: 'left' shows the patient's left cheek."""
+    if view == "frontal":
+        return image
+    h, w = image.shape[:2]
+    squeeze = strength * h
+    src = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
+    if view == "left":  # nose towards image-left: the left image edge recedes
+        dst = np.float32([[0, squeeze], [w, 0], [w, h], [0, h - squeeze]])
+    else:
+        dst = np.float32([[0, 0], [w, squeeze], [w, h - squeeze], [0, h]])
+    matrix = cv2.getPerspectiveTransform(src, dst)
+    return cv2.warpPerspective(image, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+
+
+def paint_face(
+    rgb: np.ndarray, masker: FaceSkinMasker, rng: np.random.Generator, **paint_kwargs
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Paint patches inside the face skin (working in the face ROI only); returns image, lesion, skin."""
+    face = masker.mask(rgb)
+    x0, y0, x1, y1 = face.roi
+    painted_roi, lesion_roi = paint_depigmentation(rgb[y0:y1, x0:x1], face.skin_mask[y0:y1, x0:x1], rng, **paint_kwargs)
+    painted = rgb.copy()
+    painted[y0:y1, x0:x1] = painted_roi
+    lesion = np.zeros(face.skin_mask.shape, dtype=bool)
+    lesion[y0:y1, x0:x1] = lesion_roi & face.skin_mask[y0:y1, x0:x1]
+    return painted, lesion, face.skin_mask
+
+
+def make_demo_study(
+    folder: Path,
+    seed: int = 7,
+    views: tuple[str, ...] = VIEWS,
+    size: tuple[int, int] = (WIDTH, HEIGHT),
+    masker: FaceSkinMasker | None = None,
+    transfer_syntax: str = JPEGBaseline8Bit,
+) -> list[DemoPhotograph]:
+    """Write one VL Photographic Image per view (one study, one series) into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    masker = masker or FaceSkinMasker()
+    rng = np.random.default_rng(seed)
+    portrait = astronaut_portrait(*size, seed=seed)
+    study_uid, series_uid = generate_uid(), generate_uid()
+    photographs = []
+    for number, view in enumerate(views, start=1):
+        painted, lesion, skin = paint_face(turn(portrait, view), masker, rng)
+        ds = photograph_dataset(
+            painted,
+            transfer_syntax=transfer_syntax,
+            patient=DEMO_PATIENT,
+            study_uid=study_uid,
+            series_uid=series_uid,
+            series_number=1,
+            instance_number=number,
+            series_description="Facial vitiligo follow-up",
+            body_part="FACE",
+            view=view,
+        )
+        path = folder / f"face_{view}.dcm"
+        write_dataset(ds, path)
+        photographs.append(DemoPhotograph(path, view, f_vitiligo(lesion, skin), lesion, skin))
+    return photographs
