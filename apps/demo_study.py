@@ -19,7 +19,7 @@ from pydicom.uid import JPEGBaseline8Bit, generate_uid
 from dicom.encode import DEMO_PATIENT, photograph_dataset, write_dataset
 from models.face import FaceSkinMasker
 from models.metrics import f_vitiligo
-from models.synthetic.vitiligo import paint_depigmentation
+from models.synthetic import paint_depigmentation
 
 WIDTH, HEIGHT = 2832, 4240  # columns x rows of the paper's photographs (portrait)
 VIEWS = ("left", "frontal", "right")
@@ -39,7 +39,7 @@ def astronaut_portrait(width: int = WIDTH, height: int = HEIGHT, seed: int = 0) 
     from skimage import data
 
     image = data.astronaut()
-    crop = image[0:330, 115:335]  # head and shoulders, aspect 2:3 like 2832x4240
+    crop = image[0:270, 130:310]  # head and neck, aspect 2:3 like 2832x4240
     big = cv2.resize(crop, (width, height), interpolation=cv2.INTER_CUBIC)
     rng = np.random.default_rng(seed)
     grain = cv2.GaussianBlur(rng.normal(0, 3.0, (height, width)).astype(np.float32), (0, 0), 1.2)
@@ -58,7 +58,7 @@ def turn(image: np.ndarray, view: str, strength: float = 0.16) -> np.ndarray:
     else:
         dst = np.float32([[0, 0], [w, squeeze], [w, h - squeeze], [0, h]])
     matrix = cv2.getPerspectiveTransform(src, dst)
-    return cv2.warpPerspective(image, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    return cv2.warpPerspective(image, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(205, 205, 210))
 
 
 def paint_face(
