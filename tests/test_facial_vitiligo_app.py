@@ -1,0 +1,210 @@
+"""The facial vitiligo app end to end, as a user runs it: `python -m apps.facial_vitiligo`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import pydicom
+import pytest
+from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit
+
+from apps.demo_study import astronaut_portrait, make_demo_study
+from apps.facial_vitiligo.app import SHIPPED_WEIGHTS
+from dicom.encode import DEMO_PATIENT, photograph_dataset, write_dataset
+from dicom.sr import read_measurement_report
+from dicom.validate import dciodvfy
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_app(input_folder: Path, output_folder: Path, *extra: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.run(
+        [sys.executable, "-m", "apps.facial_vitiligo", "-i", str(input_folder), "-o", str(output_folder), *extra],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory, face_masker):
+    root = tmp_path_factory.mktemp("facial_vitiligo")
+    study = make_demo_study(root / "in", seed=11, masker=face_masker)
+    proc = run_app(root / "in", root / "out")
+    return study, root / "out", proc
+
+
+def results_of(output_folder: Path) -> dict:
+    return json.loads((output_folder / "results.json").read_text())
+
+
+def test_app_writes_one_seg_per_photograph_one_sr_and_previews(demo_run):
+    study, out, proc = demo_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(sorted(out.glob("SEG_*.dcm"))) == 3
+    assert len(sorted(out.glob("SR_*.dcm"))) == 1
+    assert len(sorted(out.glob("overlay_*.png"))) == 3
+    report = results_of(out)
+    assert report["analysed"] == 3 and report["failed"] == 0
+    for line in ("left", "frontal", "right"):
+        assert f"({line} view)" in proc.stdout
+
+
+def test_f_vitiligo_within_two_points_of_the_painted_truth(demo_run):
+    study, out, _ = demo_run
+    by_source = {c["source"]: c for c in results_of(out)["cases"]}
+    for photo in study:
+        measured = by_source[photo.path.name]["results"]["f_vitiligo_percent"]
+        assert abs(measured - photo.true_f_vitiligo) <= 2.0, (photo.view, measured, photo.true_f_vitiligo)
+
+
+def test_face_mask_is_the_denominator_and_holds_the_lesions(demo_run):
+    """The SEG's face-skin segment covers the painted (depigmented) skin: no colour threshold."""
+    study, out, _ = demo_run
+    by_sop = {}
+    for path in out.glob("SEG_*.dcm"):
+        seg = hd.seg.segread(path)
+        source_uid = seg.SourceImageSequence[0].ReferencedSOPInstanceUID if "SourceImageSequence" in seg else \
+            seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0].ReferencedSOPInstanceUID
+        by_sop[source_uid] = seg
+    for photo in study:
+        sop = pydicom.dcmread(photo.path, stop_before_pixels=True).SOPInstanceUID
+        seg = by_sop[sop]
+        masks = seg.get_pixels_by_source_instance(
+            source_sop_instance_uids=[sop], segment_numbers=[1, 2], combine_segments=False
+        )[0]
+        face, vitiligo = masks[..., 0].astype(bool), masks[..., 1].astype(bool)
+        assert not (vitiligo & ~face).any(), "vitiligo outside the face-skin mask"
+        painted_inside = np.count_nonzero(photo.lesion_mask & face) / max(1, np.count_nonzero(photo.lesion_mask))
+        assert painted_inside > 0.97, photo.view
+
+
+def test_seg_and_sr_pass_dciodvfy(demo_run):
+    _, out, _ = demo_run
+    for path in sorted(out.glob("*.dcm")):
+        result = dciodvfy(path)
+        assert not result.errors, (path.name, result.errors)
+
+
+def test_seg_carries_the_geometry_ohif_needs(demo_run):
+    study, out, _ = demo_run
+    seg = pydicom.dcmread(sorted(out.glob("SEG_*.dcm"))[0])
+    photo = pydicom.dcmread(study[0].path, stop_before_pixels=True)
+    assert seg.SegmentationType == "BINARY"
+    assert (seg.Rows, seg.Columns) == (photo.Rows, photo.Columns)
+    assert seg.StudyInstanceUID == photo.StudyInstanceUID and seg.SeriesInstanceUID != photo.SeriesInstanceUID
+    shared = seg.SharedFunctionalGroupsSequence[0]
+    assert [float(v) for v in shared.PlaneOrientationSequence[0].ImageOrientationPatient] == [1, 0, 0, 0, 1, 0]
+    assert shared.PixelMeasuresSequence[0].PixelSpacing and shared.PixelMeasuresSequence[0].SliceThickness
+    assert "FrameOfReferenceUID" in seg and "ReferencedSeriesSequence" in seg
+    assert "PatientOrientation" in seg
+    for frame in seg.PerFrameFunctionalGroupsSequence:
+        assert "PlanePositionSequence" in frame
+        source = frame.DerivationImageSequence[0].SourceImageSequence[0]
+        assert source.ReferencedSOPClassUID == photo.SOPClassUID
+    assert [s.SegmentLabel for s in seg.SegmentSequence] == ["Skin of face", "Vitiligo"]
+
+
+def test_sr_round_trips_the_numbers_and_names_the_model(demo_run):
+    study, out, _ = demo_run
+    report = results_of(out)
+    by_sop = {c["sop_instance_uid"]: c["results"] for c in report["cases"]}
+    groups = read_measurement_report(sorted(out.glob("SR_*.dcm"))[0])
+    assert len(groups) == 3
+    for group in groups:
+        expected = by_sop[group["referenced_sop_instance_uid"]]
+        values = group["measurements"]
+        f_value = next(v for k, v in values.items() if k.startswith("F-Vitiligo"))
+        assert f_value[0] == pytest.approx(round(expected["f_vitiligo_percent"], 4), abs=1e-9)
+        assert f_value[1] == "%"
+        areas = {k: v for k, v in values.items() if "area" in k.lower()}
+        assert sorted(v[0] for v in areas.values()) == sorted(
+            [float(expected["vitiligo_pixels"]), float(expected["face_skin_pixels"])]
+        )
+    sha = hashlib.sha256(SHIPPED_WEIGHTS.read_bytes()).hexdigest()
+    assert report["algorithm"]["weights_sha256"] == sha
+    sr_text = str(pydicom.dcmread(sorted(out.glob("SR_*.dcm"))[0]))
+    assert sha in sr_text and report["algorithm"]["name"] in sr_text
+
+
+def test_logs_hold_no_patient_name_or_id(demo_run):
+    _, out, proc = demo_run
+    for text in (proc.stdout, proc.stderr, (out / "results.json").read_text()):
+        assert DEMO_PATIENT.name not in text and DEMO_PATIENT.patient_id not in text
+
+
+# ---------------------------------------------------------------------------------------
+# Bad input: clear errors, no traceback, the rest of the folder still analysed.
+
+
+def _ct_dataset() -> pydicom.Dataset:
+    ds = photograph_dataset(np.zeros((128, 128, 3), np.uint8), transfer_syntax=ExplicitVRLittleEndian)
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"  # CT Image Storage
+    return ds
+
+
+@pytest.fixture(scope="module")
+def bad_inputs(tmp_path_factory, face_masker):
+    root = tmp_path_factory.mktemp("bad_inputs")
+    good = root / "in"
+    make_demo_study(good, seed=3, views=("frontal",), size=(1416, 2120), masker=face_masker)
+    (good / "notes.txt").write_text("not a DICOM file")
+    valid = (good / "face_frontal.dcm").read_bytes()
+    (good / "truncated.dcm").write_bytes(valid[: len(valid) // 3])
+    write_dataset(_ct_dataset(), good / "ct.dcm")
+    write_dataset(photograph_dataset(np.full((32, 32, 3), 128, np.uint8), transfer_syntax=ExplicitVRLittleEndian), good / "tiny.dcm")
+    from skimage import data
+
+    write_dataset(photograph_dataset(np.ascontiguousarray(data.coffee()), transfer_syntax=JPEGBaseline8Bit), good / "no_face.dcm")
+    corrupt = photograph_dataset(astronaut_portrait(708, 1060), transfer_syntax=JPEGBaseline8Bit)
+    frame = bytearray(pydicom.encaps.generate_frames(corrupt.PixelData, number_of_frames=1).__next__())
+    rng = np.random.default_rng(0)
+    frame[200:] = rng.integers(0, 256, len(frame) - 200, dtype=np.uint8).tobytes()
+    corrupt.PixelData = pydicom.encaps.encapsulate([bytes(frame)])
+    write_dataset(corrupt, good / "corrupt_jpeg.dcm")
+    huge = photograph_dataset(np.zeros((64, 64, 3), np.uint8), transfer_syntax=ExplicitVRLittleEndian)
+    huge.Rows, huge.Columns = 40000, 40000
+    write_dataset(huge, good / "huge.dcm")
+    proc = run_app(good, root / "out")
+    return root, proc
+
+
+def test_bad_inputs_fail_alone_with_clear_reasons(bad_inputs):
+    root, proc = bad_inputs
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    cases = {c["source"]: c for c in results_of(root / "out")["cases"]}
+    assert cases["face_frontal.dcm"]["status"] == "analysed"
+    expected_words = {
+        "notes.txt": "not a dicom",
+        "truncated.dcm": "",
+        "ct.dcm": "ct image storage",
+        "tiny.dcm": "small",
+        "no_face.dcm": "no face",
+        "corrupt_jpeg.dcm": "",
+        "huge.dcm": "large",
+    }
+    for name, word in expected_words.items():
+        assert cases[name]["status"] == "failed", name
+        assert cases[name]["error"] and word in cases[name]["error"].lower(), (name, cases[name]["error"])
+        assert "\n" not in cases[name]["error"]
+    assert len(list((root / "out").glob("SEG_*.dcm"))) == 1
+
+
+def test_nothing_analysable_exits_non_zero_and_writes_no_dicom(bad_inputs, tmp_path):
+    root, _ = bad_inputs
+    only_bad = tmp_path / "in"
+    only_bad.mkdir()
+    for name in ("notes.txt", "ct.dcm", "no_face.dcm"):
+        (only_bad / name).write_bytes((root / "in" / name).read_bytes())
+    proc = run_app(only_bad, tmp_path / "out")
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    assert not list((tmp_path / "out").glob("*.dcm"))
+    assert results_of(tmp_path / "out")["analysed"] == 0
