@@ -1,0 +1,116 @@
+"""Coded concepts used in dermpacs SEG and SR objects.
+
+Standard codes are the ones verified in DESIGN.md (SNOMED CT "SCT", DICOM "DCM",
+UCUM units). Concepts with no standard code (for example "percent of face skin
+depigmented") live in the private coding scheme ``99DERMPACS``; every object that uses
+one of them must declare the scheme in its CodingSchemeIdentificationSequence, which
+:func:`coding_scheme_identification` provides.
+"""
+
+from __future__ import annotations
+
+from pydicom.sr.coding import Code
+from highdicom.coding_schemes import CodingSchemeIdentificationItem
+
+# --- Private coding scheme -------------------------------------------------------------
+DERMPACS_SCHEME = "99DERMPACS"
+"""Designator of the private coding scheme (PS3.3 8.2: private designators start with 99)."""
+
+_SH_MAX = 16  # CodeValue is SH
+_LO_MAX = 64  # CodeMeaning is LO
+
+
+def private_code(value: str, meaning: str) -> Code:
+    """Return a concept of the ``99DERMPACS`` scheme, checking DICOM length limits.
+
+    Later analyses add their own concepts through this function so that every private
+    code is checked the same way.
+    """
+    if not value or len(value) > _SH_MAX:
+        raise ValueError(
+            f"private code value {value!r} must be 1-{_SH_MAX} characters (CodeValue is SH)"
+        )
+    if "\\" in value or "\\" in meaning:
+        raise ValueError("private code value and meaning must not contain a backslash")
+    if not meaning or len(meaning) > _LO_MAX:
+        raise ValueError(
+            f"private code meaning {meaning!r} must be 1-{_LO_MAX} characters "
+            "(CodeMeaning is LO)"
+        )
+    return Code(value, DERMPACS_SCHEME, meaning)
+
+
+def coding_scheme_identification() -> CodingSchemeIdentificationItem:
+    """Declare the ``99DERMPACS`` scheme (goes into CodingSchemeIdentificationSequence)."""
+    return CodingSchemeIdentificationItem(
+        designator=DERMPACS_SCHEME,
+        name="dermpacs private concepts",
+        version="1",
+        responsible_organization="dermpacs project",
+    )
+
+
+F_VITILIGO = private_code("F-VITILIGO", "F-Vitiligo (percent of face skin depigmented)")
+FACE_SKIN_MASK_METHOD = private_code("FACE-MASK-METHOD", "Face-skin mask method")
+MASK_FACEMESH = private_code("MASK-FACEMESH", "FaceMesh oval minus eyes/brows/lips")
+MASK_RETINAFACE_ELLIPSE = private_code("MASK-RFACE-ELL", "RetinaFace box ellipse fallback")
+
+# --- Findings and morphology (SNOMED CT) ------------------------------------------------
+VITILIGO = Code("56727007", "SCT", "Vitiligo")
+ERYTHEMA = Code("70819003", "SCT", "Erythema")
+"""Erythema as a morphologic abnormality: the right segmented property type."""
+ERYTHEMA_FINDING = Code("247441003", "SCT", "Erythema")
+"""Erythema as a clinical finding: the right SR finding type."""
+WHEAL = Code("247472004", "SCT", "Wheal")
+ALOPECIA = Code("56317004", "SCT", "Alopecia")
+FOLLICULITIS = Code("13600006", "SCT", "Folliculitis")
+SEBORRHEIC_DERMATITIS_OF_SCALP = Code("156329007", "SCT", "Seborrheic dermatitis of scalp")
+
+# --- Anatomy ---------------------------------------------------------------------------
+FACE = Code("89545001", "SCT", "Face")
+SKIN_OF_FACE = Code("73897004", "SCT", "Skin of face")
+SCALP = Code("41695006", "SCT", "Scalp")
+SKIN_OF_SCALP = Code("43067004", "SCT", "Skin of scalp")
+SKIN = Code("39937001", "SCT", "Skin")
+
+# --- Segment categories ----------------------------------------------------------------
+MORPHOLOGICALLY_ABNORMAL_STRUCTURE = Code("49755003", "SCT", "Morphologically abnormal structure")
+TISSUE = Code("85756007", "SCT", "Tissue")
+"""Usual segment category for normal anatomy such as the face-skin mask."""
+
+# --- Measurements and grades -------------------------------------------------------------
+AREA = Code("42798000", "SCT", "Area")
+DIAMETER = Code("81827009", "SCT", "Diameter")
+LONG_AXIS = Code("103339001", "SCT", "Long axis")
+SEVERITY = Code("246112005", "SCT", "Severity")
+MILD = Code("255604002", "SCT", "Mild")
+MODERATE = Code("6736007", "SCT", "Moderate")
+SEVERE = Code("24484000", "SCT", "Severe")
+
+# --- Procedure and algorithm family -----------------------------------------------------
+PHOTOGRAPHY_OF_PATIENT = Code("197157006", "SCT", "Photography of patient")
+ARTIFICIAL_INTELLIGENCE = Code("123110", "DCM", "Artificial Intelligence")
+"""Algorithm family (CID 7162) of the dermpacs models."""
+
+# --- Photograph view --------------------------------------------------------------------
+# DCM 111031 "Image View" is the concept name used for views in DICOM SR; the values are
+# the SNOMED CT view concepts of CID 4010 (frontal / left lateral / right lateral).
+PHOTOGRAPH_VIEW = Code("111031", "DCM", "Image View")
+VIEW_FRONTAL = Code("399033003", "SCT", "frontal")
+VIEW_LEFT = Code("399173006", "SCT", "left lateral")
+VIEW_RIGHT = Code("399198007", "SCT", "right lateral")
+VIEW_UNKNOWN = Code("261665006", "SCT", "Unknown")
+VIEW_CODES: dict[str, Code] = {
+    "left": VIEW_LEFT,
+    "frontal": VIEW_FRONTAL,
+    "right": VIEW_RIGHT,
+    "unknown": VIEW_UNKNOWN,
+}
+
+# --- UCUM units ------------------------------------------------------------------------
+PERCENT = Code("%", "UCUM", "Percent")
+PIXELS = Code("{pixels}", "UCUM", "pixels")
+SQUARE_MILLIMETER = Code("mm2", "UCUM", "square millimeter")
+MILLIMETER = Code("mm", "UCUM", "millimeter")
+GRADE = Code("{grade}", "UCUM", "grade")
+"""Unit for grades sent as NUM (OHIF does not display coded answers)."""
