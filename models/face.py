@@ -229,7 +229,7 @@ class FaceSkinMasker:
         if not boxes:
             raise NoFaceFoundError("no face found in the photograph")
         if len(boxes) > 1:
-            log.info("%d faces found; analysing the largest (%d px box)", len(boxes), boxes[0].area)
+            log.debug("%d faces found; analysing the largest (%d px box)", len(boxes), boxes[0].area)
         box = boxes[0]
         if box.area < self.min_face_fraction * h * w:
             raise NoFaceFoundError(
