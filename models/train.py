@@ -1,0 +1,236 @@
+"""Train the facial-vitiligo DDRNet (synthetic data or a user folder dataset).
+
+    python -m models.train --config facial_vitiligo_shipped --out runs/shipped
+    python -m models.train --config facial_vitiligo_paper --data-folder /data/vitiligo --out runs/local
+
+Writes into ``--out``: ``NAME.pt`` (fp16 state dict, loadable by
+``LesionSegmenter.load``), ``NAME.yaml`` (the exact config), ``checkpoint.pt`` (fp32
+model + optimizer, for ``--resume``) and ``train_log.jsonl`` (loss and validation F1 /
+F-Vitiligo error at each checkpoint). Weights are written at every checkpoint, so an
+interrupted run is still usable. Runs are reproducible: every sample and augmentation
+draws from a generator seeded by (seed, sample index).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .config import TrainConfig, load_config, save_config
+from .data import FolderSource, SyntheticSource, list_folder_dataset, prepare, split_folder
+from .ddrnet import build_model
+from .losses import OhemCrossEntropy
+from .metrics import Confusion, confusion, f_vitiligo, metrics_from_confusion
+from .synthetic import sample_rng
+
+AUG_SEED_OFFSET = 1_000_003
+VAL_SEED_OFFSET = 10_000_019
+
+
+def save_weights_fp16(model: torch.nn.Module, path: Path) -> None:
+    """State dict with floating tensors in fp16 (half the size; loads back into fp32)."""
+    state = {k: (v.detach().half() if torch.is_floating_point(v) else v.detach())
+             for k, v in model.state_dict().items()}
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def learning_rate(cfg: TrainConfig, iteration: int, total: int) -> float:
+    o = cfg.optim
+    if o.warmup_iters and iteration < o.warmup_iters:
+        return o.lr * (iteration + 1) / o.warmup_iters
+    if o.lr_schedule == "constant":
+        return o.lr
+    return o.lr * (1 - iteration / max(1, total)) ** o.poly_power
+
+
+class TrainingData:
+    """Batches of (image, target) for iteration ``it``, a pure function of (seed, it)."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+        d = cfg.data
+        if d.source == "folder":
+            if not d.folder:
+                raise ValueError("data.source=folder needs data.folder (or --data-folder)")
+            train, val = split_folder(list_folder_dataset(d.folder), d.val_fraction, cfg.seed)
+            self.train = FolderSource(d.folder, train)
+            self.val = FolderSource(d.folder, val) if val else None
+            self.n_val = len(val)
+        else:
+            self.train = SyntheticSource(d, cfg.seed, pool_size=d.synthetic_pool)
+            self.val = SyntheticSource(d, cfg.seed + VAL_SEED_OFFSET, pool_size=0)
+            self.n_val = 24
+
+    def _train_index(self, k: int) -> int:
+        if isinstance(self.train, FolderSource):  # epoch-wise permutation of the user images
+            n = len(self.train)
+            epoch, pos = divmod(k, n)
+            return int(np.random.default_rng([self.cfg.seed, epoch]).permutation(n)[pos])
+        return k
+
+    def batch(self, iteration: int) -> tuple[torch.Tensor, torch.Tensor]:
+        bs = self.cfg.optim.batch_size
+        images, targets = [], []
+        for j in range(bs):
+            k = iteration * bs + j
+            sample = self.train.get(self._train_index(k))
+            img, tgt = prepare(sample, self.cfg.data.input_size, self.cfg.data.augment,
+                               sample_rng(self.cfg.seed + AUG_SEED_OFFSET, k))
+            images.append(img)
+            targets.append(tgt)
+        return torch.stack(images), torch.stack(targets)
+
+
+@torch.inference_mode()
+def validate(model: torch.nn.Module, data: TrainingData) -> dict[str, float]:
+    """Pooled F1/IoU and F-Vitiligo error on the validation samples (letterboxed input)."""
+    if data.val is None or data.n_val == 0:
+        return {}
+    was_training = model.training
+    model.eval()
+    total = Confusion(0, 0, 0, 0)
+    errors = []
+    for i in range(data.n_val):
+        sample = data.val.get(i)
+        img, tgt = prepare(sample, data.cfg.data.input_size, None, sample_rng(0, i))
+        prob = model(img.unsqueeze(0)).softmax(1)[0, 1].numpy()
+        skin = tgt.numpy() != 255
+        truth = tgt.numpy() == 1
+        pred = (prob >= 0.5) & skin
+        total = total + confusion(pred, truth, skin)
+        errors.append(abs(f_vitiligo(pred, skin) - f_vitiligo(truth, skin)))
+    model.train(was_training)
+    m = metrics_from_confusion(total)
+    return {"val_f1": m["f1"], "val_iou": m["iou"], "val_fvit_abs_err_median": float(np.median(errors))}
+
+
+def train(cfg: TrainConfig, out_dir: Path, resume: bool = False, progress: bool = True) -> Path:
+    """Run training; returns the path of the saved fp16 weights."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(max(1, cfg.num_threads))
+    torch.manual_seed(cfg.seed)
+    total = cfg.optim.total_iterations
+    save_config(cfg, out_dir / f"{cfg.name}.yaml")
+    model = build_model(cfg.model)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    criterion = OhemCrossEntropy(cfg.loss.thresh, cfg.loss.min_kept, cfg.loss.ignore_index)
+    data = TrainingData(cfg)
+    weights_path = out_dir / f"{cfg.name}.pt"
+    ckpt_path = out_dir / "checkpoint.pt"
+    log_path = out_dir / "train_log.jsonl"
+    start = 0
+    if resume and ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        start = int(ckpt["iteration"])
+    elif log_path.exists():
+        log_path.unlink()
+
+    def checkpoint(iteration: int, loss_avg: float) -> None:
+        save_weights_fp16(model, weights_path)
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "iteration": iteration, "torch_rng": torch.get_rng_state()}, ckpt_path)
+        record = {"iteration": iteration, "loss": loss_avg, "time": time.time(), **validate(model, data)}
+        with open(log_path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+        if progress:
+            tqdm.write(json.dumps(record))
+
+    bar = tqdm(range(start, total), initial=start, total=total, disable=not progress, desc="train")
+    running, n_running = 0.0, 0
+    for it in bar:
+        lr = learning_rate(cfg, it, total)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        images, targets = data.batch(it)
+        out = model(images)
+        if isinstance(out, tuple):
+            loss = criterion(out[0], targets) + cfg.model.aux_weight * criterion(out[1], targets)
+        else:
+            loss = criterion(out, targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise FloatingPointError(f"loss became {value} at iteration {it}")
+        running += value
+        n_running += 1
+        bar.set_postfix(loss=f"{running / n_running:.4f}", lr=f"{lr:.2e}")
+        done = it + 1
+        if done % max(1, cfg.checkpoint_every) == 0 or done == total:
+            checkpoint(done, running / n_running)
+            running, n_running = 0.0, 0
+    if start >= total and not weights_path.exists():
+        save_weights_fp16(model, weights_path)
+    return weights_path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m models.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="facial_vitiligo_shipped",
+                   help="YAML path or a name in models/configs/ (default: %(default)s)")
+    p.add_argument("--out", required=True, type=Path, help="output folder for weights/config/log")
+    p.add_argument("--data-folder", help="user dataset root (images/, masks/, optional skin/); "
+                                         "switches data.source to folder")
+    p.add_argument("--iterations", type=int, help="override the schedule's total iterations")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--input-size", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--num-threads", type=int)
+    p.add_argument("--checkpoint-every", type=int)
+    p.add_argument("--name", help="run/model name (file stem of the weights)")
+    p.add_argument("--version", help="model version recorded in the config")
+    p.add_argument("--pool-size", type=int,
+                   help="synthetic samples generated once and re-augmented (0 = always fresh)")
+    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    cfg = load_config(args.config)
+    data, optim = cfg.data, cfg.optim
+    if args.data_folder:
+        data = replace(data, source="folder", folder=str(args.data_folder))
+    if args.input_size:
+        data = replace(data, input_size=args.input_size)
+    if args.no_augment:
+        data = replace(data, augment=replace(data.augment, enabled=False))
+    if args.pool_size is not None:
+        data = replace(data, synthetic_pool=args.pool_size)
+    if args.batch_size:
+        optim = replace(optim, batch_size=args.batch_size)
+    if args.iterations:
+        optim = replace(optim, iterations=args.iterations)
+    cfg = replace(cfg, data=data, optim=optim)
+    for key in ("seed", "num_threads", "checkpoint_every", "name", "version"):
+        value = getattr(args, key)
+        if value is not None:
+            cfg = replace(cfg, **{key: value})
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    cfg = config_from_args(args)
+    path = train(cfg, args.out, resume=args.resume, progress=not args.quiet)
+    print(f"weights: {path}")
+
+
+if __name__ == "__main__":
+    main()
