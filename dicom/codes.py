@@ -54,6 +54,10 @@ F_VITILIGO = private_code("F-VITILIGO", "F-Vitiligo (percent of face skin depigm
 FACE_SKIN_MASK_METHOD = private_code("FACE-MASK-METHOD", "Face-skin mask method")
 MASK_FACEMESH = private_code("MASK-FACEMESH", "FaceMesh oval minus eyes/brows/lips")
 MASK_RETINAFACE_ELLIPSE = private_code("MASK-RFACE-ELL", "RetinaFace box ellipse fallback")
+# Two areas are reported in one group, so each needs its own concept name (SCT "Area"
+# alone would make them indistinguishable in viewers and when read back).
+VITILIGO_AREA = private_code("VITILIGO-AREA", "Vitiligo area")
+FACE_SKIN_AREA = private_code("FACE-SKIN-AREA", "Face skin area")
 
 # --- Findings and morphology (SNOMED CT) ------------------------------------------------
 VITILIGO = Code("56727007", "SCT", "Vitiligo")
