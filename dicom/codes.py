@@ -95,6 +95,8 @@ SEVERE = Code("24484000", "SCT", "Severe")
 PHOTOGRAPHY_OF_PATIENT = Code("197157006", "SCT", "Photography of patient")
 ARTIFICIAL_INTELLIGENCE = Code("123110", "DCM", "Artificial Intelligence")
 """Algorithm family (CID 7162) of the dermpacs models."""
+DEVICE = Code("121007", "DCM", "Device")
+"""SR observer type: the results come from software, not a person."""
 
 # --- Photograph view --------------------------------------------------------------------
 # DCM 111031 "Image View" is the concept name used for views in DICOM SR; the values are
