@@ -66,6 +66,7 @@ class DataConfig:
     uv_fraction: float = 0.35  # share of synthetic samples rendered as Wood's-lamp UV
     astronaut_fraction: float = 0.25  # share of samples painted on the astronaut photo
     val_fraction: float = 0.1  # folder source: share held out for validation
+    val_samples: int = 24  # synthetic source: validation samples scored at each checkpoint
     synthetic_pool: int = 0  # >0: generate this many samples once, re-augment them (faster)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 

@@ -41,10 +41,14 @@ class OhemCrossEntropy(nn.Module):
             safe_target = target.clone()
             safe_target[target == self.ignore_index] = 0
             true_prob = prob.gather(1, safe_target.unsqueeze(1)).reshape(-1)[valid]
-            k = min(self.min_kept, true_prob.numel()) - 1
-            kth = torch.kthvalue(true_prob, k + 1).values if k >= 0 else true_prob.min()
-            threshold = torch.maximum(kth, torch.tensor(self.thresh, dtype=true_prob.dtype))
-        kept = pixel_loss[valid][true_prob < threshold]
+            if true_prob.numel() <= self.min_kept:
+                hard = torch.ones_like(true_prob, dtype=torch.bool)  # too few pixels: keep all
+            else:
+                # (min_kept+1)-th smallest, strict "<": exactly min_kept kept barring ties
+                kth = torch.kthvalue(true_prob, self.min_kept + 1).values
+                threshold = torch.maximum(kth, torch.tensor(self.thresh, dtype=true_prob.dtype))
+                hard = true_prob < threshold
+        kept = pixel_loss[valid][hard]
         if kept.numel() == 0:
             return logits.sum() * 0.0
         return kept.mean()

@@ -68,7 +68,7 @@ class TrainingData:
         else:
             self.train = SyntheticSource(d, cfg.seed, pool_size=d.synthetic_pool)
             self.val = SyntheticSource(d, cfg.seed + VAL_SEED_OFFSET, pool_size=0)
-            self.n_val = 24
+            self.n_val = d.val_samples
 
     def _train_index(self, k: int) -> int:
         if isinstance(self.train, FolderSource):  # epoch-wise permutation of the user images
