@@ -108,9 +108,13 @@ _JPEG_EOI = b"\xff\xd9"
 _CV2_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Photograph:
-    """A decoded photograph and its DICOM header (PixelData removed to save memory)."""
+    """A decoded photograph and its DICOM header (PixelData removed to save memory).
+
+    Compared by identity (``eq=False``): comparing pixel arrays field by field is
+    neither cheap nor meaningful.
+    """
 
     path: Path
     dataset: Dataset
@@ -165,10 +169,8 @@ def _read_dataset(path: Path) -> Dataset:
             if not _looks_like_raw_dataset(path):
                 raise
             return pydicom.dcmread(path, force=True)
-    except FileNotFoundError:
-        raise
-    except IsADirectoryError:
-        raise
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise  # the caller's environment, not the file's content
     except InvalidDicomError:
         raise NotDicomError(f"{path.name}: not a DICOM file (no DICM prefix)") from None
     except Exception as exc:  # pydicom raises many types on damaged files
@@ -263,7 +265,9 @@ def _decode(ds: Dataset, ts: UID, rows: int, cols: int, samples: int, path: Path
                 )
             return img
     elif ts in _NATIVE:
-        expected = rows * cols * samples
+        # native YBR_FULL_422 stores Y Y Cb Cr per pixel pair: 2 bytes per pixel
+        per_pixel = 2 if ds.get("PhotometricInterpretation") == "YBR_FULL_422" else samples
+        expected = rows * cols * per_pixel
         if len(ds.PixelData) < expected:
             raise CorruptPixelDataError(
                 f"{path.name}: pixel data are truncated ({len(ds.PixelData)} of {expected} bytes)"

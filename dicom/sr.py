@@ -87,7 +87,7 @@ class QualitativeFinding:
         _check_code(self.value, "qualitative finding value")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class PhotoMeasurementGroup:
     """Results for one region of one photograph (one TID 1410 group)."""
 

@@ -315,3 +315,18 @@ def test_unsupported_pixel_formats(tmp_path, rgb):
     _expect(UnsupportedPhotometricError, write_dataset(ds16, tmp_path / "16.dcm"), "16-bit")
     ds.PhotometricInterpretation = "PALETTE COLOR"
     _expect(UnsupportedPhotometricError, write_dataset(ds, tmp_path / "pal.dcm"), "PALETTE COLOR")
+
+
+def test_native_ybr_full_422_is_upsampled(tmp_path, rgb):
+    """Uncompressed YBR_FULL_422 (Y Y Cb Cr per pixel pair) is rare but legal for some IODs."""
+    ds = photograph_dataset(rgb, transfer_syntax=ExplicitVRLittleEndian, sop_class="secondary_capture")
+    ybr = pydicom.pixels.convert_color_space(rgb, "RGB", "YBR_FULL").astype(np.float64)
+    pairs = ybr.reshape(H, W // 2, 2, 3)
+    chroma = pairs[..., 1:].mean(axis=2).round().astype(np.uint8)
+    packed = np.concatenate([pairs[..., 0].astype(np.uint8), chroma], axis=-1)
+    ds.PixelData = packed.tobytes()
+    ds.PhotometricInterpretation = "YBR_FULL_422"
+    photo = read_photograph(write_dataset(ds, tmp_path / "422.dcm"))
+    assert np.abs(photo.pixels.astype(np.int16) - rgb).mean() < 3
+    ds.PixelData = packed.tobytes()[:-100]
+    _expect(CorruptPixelDataError, write_dataset(ds, tmp_path / "422short.dcm"), "truncated")
