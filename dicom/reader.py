@@ -221,11 +221,12 @@ def _transfer_syntax(ds: Dataset) -> UID:
 def _decode_jpeg_fast(frame: bytes, samples: int, path: Path) -> np.ndarray | None:
     """Decode a JPEG Baseline frame with OpenCV; None if OpenCV cannot decode it.
 
-    EXIF orientation is ignored (DICOM rows/columns are authoritative). A frame that
-    does not end with EOI is truncated: libjpeg would silently pad it with grey.
+    EXIF orientation is ignored (DICOM rows/columns are authoritative). A frame with
+    no EOI marker near its end is truncated: libjpeg would silently pad it with grey.
+    (Some encoders add a few bytes after EOI, hence a window rather than the last two
+    bytes; FFD9 cannot occur inside entropy-coded data, where FF is byte-stuffed.)
     """
-    end = frame.rstrip(b"\x00")[-2:]
-    if end != _JPEG_EOI:
+    if _JPEG_EOI not in frame[-32:]:
         raise CorruptPixelDataError(f"{path.name}: JPEG data are truncated (no end-of-image marker)")
     buf = np.frombuffer(frame, dtype=np.uint8)
     if samples == 1:
