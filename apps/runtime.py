@@ -23,6 +23,23 @@ EXIT_NOTHING_ANALYSED = 1
 EXIT_USAGE = 2
 
 
+def run_application(app_class, argv: list[str] | None = None):
+    """Build and run a MONAI Deploy application with ``argv`` (program name first).
+
+    Holoscan reads ``sys.argv`` when built without arguments but drops the first item of an
+    explicit list, which the SDK's own parser then drops again; setting ``sys.argv`` for the
+    duration keeps ``-i/-o/-m`` parsing identical for the command line and in-process calls.
+    """
+    saved = sys.argv
+    sys.argv = list(saved if argv is None else argv)
+    try:
+        app = app_class()
+        app.run()
+    finally:
+        sys.argv = saved
+    return app
+
+
 def tune_allocator() -> None:
     """Keep glibc from unmapping CNN activation buffers on every forward pass.
 
@@ -49,8 +66,8 @@ def configure_logging() -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    os.environ.setdefault("GLOG_minloglevel", "2")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # highdicom narrates every attribute it copies at INFO.
+    logging.getLogger("highdicom").setLevel(logging.WARNING)
 
 
 def resolve_weights(model_path: str | os.PathLike | None, default: Path, pattern: str) -> Path:
@@ -77,9 +94,9 @@ def sha256_of(path: Path) -> str:
 def algorithm_identity(app_name: str, model) -> AlgorithmIdentity:
     """What the SEG and SR say produced them: app, model version and weights hash."""
     return AlgorithmIdentity(
-        name=f"dermpacs {app_name} ({model.architecture})",
-        version=f"{DERMPACS_VERSION}+{model.version}",
+        name=f"dermpacs {app_name}"[:64],
+        version=f"{DERMPACS_VERSION} {model.name} {model.version}"[:64],
         family=codes.ARTIFICIAL_INTELLIGENCE,
         weights_sha256=model.weights_sha256,
-        description=f"{model.name}; trained by dermpacs on synthetic data; not for clinical use until validated locally",
+        description=f"{model.architecture}. Model card: models/weights/{model.name}.md",
     )

@@ -69,9 +69,7 @@ class FacialVitiligoApp(Application):
 def main(argv: list[str] | None = None) -> int:
     runtime.configure_logging()
     runtime.tune_allocator()
-    argv = list(sys.argv if argv is None else argv)
-    app = FacialVitiligoApp(argv)
-    app.run()
+    app = runtime.run_application(FacialVitiligoApp, argv)
     cases = getattr(getattr(app, "results", None), "cases", [])
     if not cases:
         print("no input files found", file=sys.stderr)
