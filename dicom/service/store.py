@@ -1,0 +1,383 @@
+"""The durable job store: instances, jobs, the results outbox and the audit trail, in SQLite.
+
+One file under the data dir, WAL journal with ``synchronous=FULL``: a row committed before
+the C-STORE response is on disk. All state transitions happen in single transactions, so a
+crash at any instant leaves either the old or the new state, never half of both.
+The audit table refuses UPDATE and DELETE (triggers): it is append-only by construction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS instances (
+    sop_instance_uid TEXT PRIMARY KEY,
+    sop_class_uid TEXT NOT NULL,
+    study_instance_uid TEXT NOT NULL,
+    series_instance_uid TEXT NOT NULL,
+    path TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    calling_ae TEXT, called_ae TEXT, peer TEXT,
+    header TEXT NOT NULL,              -- JSON: the attributes routing rules look at
+    received_at REAL NOT NULL,
+    state TEXT NOT NULL,               -- received | queued | unrouted
+    job_id INTEGER
+);
+CREATE INDEX IF NOT EXISTS instances_waiting ON instances(state, series_instance_uid);
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    study_instance_uid TEXT NOT NULL,
+    series_instance_uid TEXT NOT NULL,
+    app TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    state TEXT NOT NULL,               -- queued | running | sending | done | failed
+    attempts INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id INTEGER NOT NULL REFERENCES jobs(id),
+    path TEXT NOT NULL,
+    sop_instance_uid TEXT NOT NULL,
+    sop_class_uid TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    state TEXT NOT NULL,               -- pending | sent | failed
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    last_error TEXT,
+    sent_at REAL
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_attempt_at);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL,                  -- ISO 8601 UTC
+    event TEXT NOT NULL,               -- received | duplicate | rejected | routed | unrouted | started
+                                       -- | analysed | analysis_failed | sent | send_failed | retried
+    job_id INTEGER,
+    sop_instance_uid TEXT,
+    details TEXT NOT NULL              -- JSON; UIDs and technical facts only, never patient data
+);
+CREATE TRIGGER IF NOT EXISTS audit_is_append_only_update BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_is_append_only_delete BEFORE DELETE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+"""
+
+
+@dataclass(frozen=True)
+class ReceivedInstance:
+    sop_instance_uid: str
+    sop_class_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    path: Path
+    sha256: str
+    size: int
+    calling_ae: str
+    called_ae: str
+    peer: str
+    header: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    study_instance_uid: str
+    series_instance_uid: str
+    app: str
+    rule: str
+    state: str
+    attempts: int
+    error: str | None
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    id: int
+    job_id: int
+    path: Path
+    sop_instance_uid: str
+    sop_class_uid: str
+    destination: str
+    attempts: int
+
+
+def utc_now_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+class JobStore:
+    """Thread-safe access to the service's SQLite database (one connection, one lock)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(SCHEMA)
+        self._lock = threading.RLock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    @staticmethod
+    def _audit(db: sqlite3.Connection, event: str, job_id: int | None = None, sop: str | None = None, **details: Any) -> None:
+        db.execute(
+            "INSERT INTO audit(at, event, job_id, sop_instance_uid, details) VALUES (?,?,?,?,?)",
+            (utc_now_iso(), event, job_id, sop, json.dumps(details, sort_keys=True, default=str)),
+        )
+
+    def audit(self, event: str, job_id: int | None = None, sop: str | None = None, **details: Any) -> None:
+        with self._transaction() as db:
+            self._audit(db, event, job_id, sop, **details)
+
+    # -- receiving ------------------------------------------------------------------------
+    def add_instance(self, item: ReceivedInstance) -> bool:
+        """Record a spooled instance; False (and a 'duplicate' audit) if its UID was seen before."""
+        now = time.time()
+        with self._transaction() as db:
+            seen = db.execute(
+                "SELECT sha256 FROM instances WHERE sop_instance_uid=?", (item.sop_instance_uid,)
+            ).fetchone()
+            if seen is not None:
+                self._audit(db, "duplicate", sop=item.sop_instance_uid, calling_ae=item.calling_ae,
+                            sha256=item.sha256, same_content=seen["sha256"] == item.sha256)
+                return False
+            db.execute(
+                "INSERT INTO instances VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (item.sop_instance_uid, item.sop_class_uid, item.study_instance_uid, item.series_instance_uid,
+                 str(item.path), item.sha256, item.size, item.calling_ae, item.called_ae, item.peer,
+                 json.dumps(item.header), now, "received", None),
+            )
+            self._audit(db, "received", sop=item.sop_instance_uid, calling_ae=item.calling_ae, peer=item.peer,
+                        called_ae=item.called_ae, sop_class_uid=item.sop_class_uid,
+                        series_instance_uid=item.series_instance_uid, sha256=item.sha256, size=item.size)
+            return True
+
+    def known_instance(self, sop_instance_uid: str) -> bool:
+        with self._lock:
+            return self._db.execute(
+                "SELECT 1 FROM instances WHERE sop_instance_uid=?", (sop_instance_uid,)
+            ).fetchone() is not None
+
+    # -- grouping and routing -------------------------------------------------------------
+    def settled_series(self, stable_seconds: float, now: float | None = None) -> list[str]:
+        """Series with waiting instances and no new arrival for ``stable_seconds``."""
+        now = time.time() if now is None else now
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT series_instance_uid FROM instances WHERE state='received' "
+                "GROUP BY series_instance_uid HAVING MAX(received_at) <= ?",
+                (now - stable_seconds,),
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def waiting_instances(self, series_instance_uid: str) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(
+                "SELECT * FROM instances WHERE state='received' AND series_instance_uid=? ORDER BY received_at",
+                (series_instance_uid,),
+            ).fetchall()
+
+    def create_job(self, study_uid: str, series_uid: str, app: str, rule: str, sop_uids: list[str]) -> int:
+        now = time.time()
+        with self._transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO jobs(study_instance_uid, series_instance_uid, app, rule, state, created_at, updated_at) "
+                "VALUES (?,?,?,?, 'queued', ?, ?)",
+                (study_uid, series_uid, app, rule, now, now),
+            )
+            job_id = int(cursor.lastrowid)
+            db.executemany(
+                "UPDATE instances SET state='queued', job_id=? WHERE sop_instance_uid=?",
+                [(job_id, uid) for uid in sop_uids],
+            )
+            self._audit(db, "routed", job_id=job_id, app=app, rule=rule, series_instance_uid=series_uid,
+                        sop_instance_uids=sop_uids)
+        return job_id
+
+    def mark_unrouted(self, sop_uids: list[str], reason: str) -> None:
+        with self._transaction() as db:
+            for uid in sop_uids:
+                db.execute("UPDATE instances SET state='unrouted' WHERE sop_instance_uid=?", (uid,))
+                self._audit(db, "unrouted", sop=uid, reason=reason)
+
+    # -- running --------------------------------------------------------------------------
+    def claim_next_job(self) -> Job | None:
+        """The oldest queued job, now marked running (its attempt counted)."""
+        with self._transaction() as db:
+            row = db.execute("SELECT * FROM jobs WHERE state='queued' ORDER BY id LIMIT 1").fetchone()
+            if row is None:
+                return None
+            db.execute(
+                "UPDATE jobs SET state='running', attempts=attempts+1, updated_at=? WHERE id=?", (time.time(), row["id"])
+            )
+            self._audit(db, "started", job_id=row["id"], app=row["app"], attempt=row["attempts"] + 1)
+        return self.job(row["id"])
+
+    def job(self, job_id: int) -> Job | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
+        if row is None:
+            return None
+        return Job(row["id"], row["study_instance_uid"], row["series_instance_uid"], row["app"], row["rule"],
+                   row["state"], row["attempts"], row["error"])
+
+    def job_instances(self, job_id: int) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(
+                "SELECT * FROM instances WHERE job_id=? ORDER BY received_at", (job_id,)
+            ).fetchall()
+
+    def finish_analysis(self, job_id: int, outputs: list[tuple[Path, str, str]], destination: str,
+                        analysis: dict[str, Any]) -> None:
+        """Atomically: audit the analysis and queue every result file in the outbox."""
+        now = time.time()
+        with self._transaction() as db:
+            for path, sop_uid, sop_class in outputs:
+                db.execute(
+                    "INSERT INTO outbox(job_id, path, sop_instance_uid, sop_class_uid, destination, state, "
+                    "next_attempt_at) VALUES (?,?,?,?,?, 'pending', ?)",
+                    (job_id, str(path), sop_uid, sop_class, destination, now),
+                )
+            state = "sending" if outputs else "done"
+            db.execute("UPDATE jobs SET state=?, error=?, updated_at=? WHERE id=?",
+                       (state, analysis.get("error"), now, job_id))
+            self._audit(db, "analysed", job_id=job_id, result_sop_instance_uids=[o[1] for o in outputs], **analysis)
+
+    def fail_job(self, job_id: int, error: str, **details: Any) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE jobs SET state='failed', error=?, updated_at=? WHERE id=?", (error, time.time(), job_id))
+            self._audit(db, "analysis_failed", job_id=job_id, error=error, **details)
+
+    def recover_interrupted(self, max_attempts: int) -> list[int]:
+        """After a crash: jobs left 'running' run again (or fail once out of attempts)."""
+        with self._transaction() as db:
+            rows = db.execute("SELECT id, attempts FROM jobs WHERE state='running'").fetchall()
+            for row in rows:
+                if row["attempts"] >= max_attempts:
+                    db.execute("UPDATE jobs SET state='failed', error=?, updated_at=? WHERE id=?",
+                               (f"interrupted {row['attempts']} times", time.time(), row["id"]))
+                    self._audit(db, "analysis_failed", job_id=row["id"], error="interrupted too often")
+                else:
+                    db.execute("UPDATE jobs SET state='queued', updated_at=? WHERE id=?", (time.time(), row["id"]))
+                    self._audit(db, "retried", job_id=row["id"], reason="service restarted during analysis")
+        return [r["id"] for r in rows]
+
+    # -- sending --------------------------------------------------------------------------
+    def due_outbox(self, now: float | None = None, limit: int = 50) -> list[OutboxItem]:
+        now = time.time() if now is None else now
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM outbox WHERE state='pending' AND next_attempt_at <= ? ORDER BY id LIMIT ?", (now, limit)
+            ).fetchall()
+        return [OutboxItem(r["id"], r["job_id"], Path(r["path"]), r["sop_instance_uid"], r["sop_class_uid"],
+                           r["destination"], r["attempts"]) for r in rows]
+
+    def next_outbox_time(self) -> float | None:
+        with self._lock:
+            row = self._db.execute("SELECT MIN(next_attempt_at) FROM outbox WHERE state='pending'").fetchone()
+        return row[0]
+
+    def mark_sent(self, item: OutboxItem, status: str = "0x0000") -> None:
+        now = time.time()
+        with self._transaction() as db:
+            db.execute("UPDATE outbox SET state='sent', attempts=attempts+1, sent_at=?, last_error=NULL WHERE id=?",
+                       (now, item.id))
+            self._audit(db, "sent", job_id=item.job_id, sop=item.sop_instance_uid, destination=item.destination,
+                        status=status, attempt=item.attempts + 1)
+            left = db.execute("SELECT COUNT(*) FROM outbox WHERE job_id=? AND state!='sent'", (item.job_id,)).fetchone()[0]
+            if left == 0:
+                db.execute("UPDATE jobs SET state='done', updated_at=? WHERE id=? AND state='sending'", (now, item.job_id))
+
+    def mark_send_failed(self, item: OutboxItem, error: str, retry_at: float | None) -> None:
+        """A failed C-STORE/STOW: retry at ``retry_at``, or give up (None) and fail the job."""
+        now = time.time()
+        with self._transaction() as db:
+            if retry_at is None:
+                db.execute("UPDATE outbox SET state='failed', attempts=attempts+1, last_error=? WHERE id=?", (error, item.id))
+                db.execute("UPDATE jobs SET state='failed', error=?, updated_at=? WHERE id=?",
+                           (f"results not delivered to {item.destination}: {error}", now, item.job_id))
+            else:
+                db.execute("UPDATE outbox SET attempts=attempts+1, last_error=?, next_attempt_at=? WHERE id=?",
+                           (error, retry_at, item.id))
+            self._audit(db, "send_failed", job_id=item.job_id, sop=item.sop_instance_uid, destination=item.destination,
+                        error=error, attempt=item.attempts + 1, gave_up=retry_at is None)
+
+    # -- operations -----------------------------------------------------------------------
+    def retry(self, job_id: int | None = None) -> list[int]:
+        """Failed jobs (one, or all when None) go again: undelivered results resend, else re-analyse."""
+        now = time.time()
+        with self._transaction() as db:
+            if job_id is None:
+                ids = [r[0] for r in db.execute("SELECT id FROM jobs WHERE state='failed'")]
+            else:
+                row = db.execute("SELECT state FROM jobs WHERE id=?", (job_id,)).fetchone()
+                if row is None:
+                    raise KeyError(f"no job {job_id}")
+                ids = [job_id] if row["state"] == "failed" else []
+            for jid in ids:
+                undelivered = db.execute(
+                    "UPDATE outbox SET state='pending', attempts=0, next_attempt_at=? WHERE job_id=? AND state='failed'",
+                    (now, jid),
+                ).rowcount
+                if undelivered:
+                    db.execute("UPDATE jobs SET state='sending', updated_at=? WHERE id=?", (now, jid))
+                else:
+                    db.execute("DELETE FROM outbox WHERE job_id=? AND state='pending'", (jid,))
+                    db.execute("UPDATE jobs SET state='queued', attempts=0, error=NULL, updated_at=? WHERE id=?", (now, jid))
+                self._audit(db, "retried", job_id=jid, resend=bool(undelivered))
+        return ids
+
+    def status(self, recent_errors: int = 10) -> dict[str, Any]:
+        with self._lock:
+            jobs = {r[0]: r[1] for r in self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state")}
+            instances = {r[0]: r[1] for r in self._db.execute("SELECT state, COUNT(*) FROM instances GROUP BY state")}
+            outbox = {r[0]: r[1] for r in self._db.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state")}
+            failed = [dict(r) for r in self._db.execute(
+                "SELECT id, app, series_instance_uid, attempts, error, updated_at FROM jobs WHERE state='failed' "
+                "ORDER BY updated_at DESC LIMIT ?", (recent_errors,))]
+            unrouted = [dict(r) for r in self._db.execute(
+                "SELECT sop_instance_uid, sop_class_uid, series_instance_uid, received_at FROM instances "
+                "WHERE state='unrouted' ORDER BY received_at DESC LIMIT ?", (recent_errors,))]
+            errors = [dict(r) for r in self._db.execute(
+                "SELECT at, event, job_id, sop_instance_uid, details FROM audit "
+                "WHERE event IN ('analysis_failed','send_failed','rejected') ORDER BY id DESC LIMIT ?", (recent_errors,))]
+        return {"jobs": jobs, "instances": instances, "outbox": outbox, "failed_jobs": failed,
+                "unrouted_instances": unrouted, "last_errors": errors}
+
+    def audit_rows(self, since: str | None = None) -> list[dict[str, Any]]:
+        with self._lock:
+            query, args = "SELECT * FROM audit", ()
+            if since:
+                query, args = query + " WHERE at >= ?", (since,)
+            rows = self._db.execute(query + " ORDER BY id", args).fetchall()
+        return [{**dict(r), "details": json.loads(r["details"])} for r in rows]
