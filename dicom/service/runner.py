@@ -1,0 +1,231 @@
+"""Runs analysis apps for jobs in a bounded pool of worker processes, each job with a timeout.
+
+A worker is a child process that imports apps once and runs one job at a time by calling
+the app's ``main(["-i", IN, "-o", OUT])`` — exactly what ``python -m apps.<name>`` runs — so
+apps are unchanged while imports and start-up are paid once per worker, not per job. A job
+that raises, crashes the worker or outlives its timeout is marked failed with the reason;
+the worker is replaced and the service keeps answering.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import multiprocessing as mp
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import pydicom
+
+from .config import AppConfig, ServiceConfig
+from .spool import Spool
+from .store import Job, JobStore
+
+log = logging.getLogger("dermpacs.runner")
+
+
+def app_entry_point(module: str):
+    """The ``main(argv)`` of an app: ``MODULE.main`` or ``MODULE.app.main``."""
+    mod = importlib.import_module(module)
+    main = getattr(mod, "main", None)
+    if main is None:
+        main = importlib.import_module(f"{module}.app").main
+    return main
+
+
+def _worker_loop(conn: Connection) -> None:
+    """Child process: receive (module, input, output), run the app, answer its exit code."""
+    os.environ.setdefault("HOLOSCAN_LOG_LEVEL", "WARN")
+    while True:
+        try:
+            message = conn.recv()
+        except EOFError:
+            return
+        if message is None:
+            return
+        module, input_folder, output_folder = message
+        try:
+            code = int(app_entry_point(module)([module, "-i", input_folder, "-o", output_folder]) or 0)
+            conn.send(("exit", code, None))
+        except BaseException as exc:  # reported to the supervisor as the job's error
+            conn.send(("error", 1, f"{type(exc).__name__}: {exc}"))
+
+
+@dataclass
+class _Running:
+    job: Job
+    app: AppConfig
+    started: float
+    inputs: Path
+    outputs: Path
+
+
+class _Worker:
+    def __init__(self, context: mp.context.BaseContext, index: int) -> None:
+        self.index = index
+        parent, child = context.Pipe()
+        self.conn = parent
+        self.process = context.Process(target=_worker_loop, args=(child,), name=f"dermpacs-worker-{index}", daemon=True)
+        self.process.start()
+        child.close()
+        self.running: _Running | None = None
+
+    def stop(self, kill: bool = False) -> None:
+        if kill:
+            self.process.kill()
+        else:
+            try:
+                self.conn.send(None)
+            except (BrokenPipeError, OSError):
+                pass
+        self.process.join(timeout=5)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(timeout=5)
+
+
+class AppRunner:
+    """Claims queued jobs, runs them in workers, and records outcomes in the store."""
+
+    def __init__(self, config: ServiceConfig, store: JobStore, spool: Spool) -> None:
+        self.config, self.store, self.spool = config, store, spool
+        self._context = mp.get_context("spawn")  # no inherited threads or sockets from the service
+        self._workers: list[_Worker] = []
+
+    def start(self) -> None:
+        self._workers = [_Worker(self._context, i) for i in range(self.config.workers)]
+
+    def stop(self) -> None:
+        for worker in self._workers:
+            if worker.running is not None:  # interrupted: the store re-queues it at next start
+                log.warning("job %d interrupted by shutdown", worker.running.job.id)
+            worker.stop(kill=worker.running is not None)
+        self._workers = []
+
+    @property
+    def busy(self) -> int:
+        return sum(w.running is not None for w in self._workers)
+
+    def poll(self) -> int:
+        """One supervision round: collect finished jobs, enforce timeouts, start queued ones.
+
+        Returns how many jobs finished (so the caller can wake the sender).
+        """
+        finished = 0
+        for worker in list(self._workers):
+            if worker.running is not None:
+                finished += self._check(worker)
+        for worker in self._workers:
+            if worker.running is None:
+                job = self.store.claim_next_job()
+                if job is None:
+                    break
+                self._start(worker, job)
+        return finished
+
+    # -- internals ----------------------------------------------------------------------
+    def _start(self, worker: _Worker, job: Job) -> None:
+        app = self.config.apps.get(job.app)
+        if app is None:
+            self.store.fail_job(job.id, f"app {job.app!r} is not configured")
+            return
+        inputs, outputs = self.spool.job_folder(job.id, job.attempts)
+        for row in self.store.job_instances(job.id):
+            target = inputs / Path(row["path"]).name
+            if not target.exists():
+                try:
+                    os.link(row["path"], target)  # same file system: no copy
+                except OSError:
+                    shutil.copy2(row["path"], target)
+        worker.running = _Running(job, app, time.monotonic(), inputs, outputs)
+        worker.conn.send((app.module, str(inputs), str(outputs)))
+        log.info("job %d: %s started on series %s (attempt %d)", job.id, job.app, job.series_instance_uid, job.attempts)
+
+    def _replace(self, worker: _Worker) -> None:
+        worker.stop(kill=True)
+        index = self._workers.index(worker)
+        self._workers[index] = _Worker(self._context, worker.index)
+
+    def _check(self, worker: _Worker) -> bool:
+        running = worker.running
+        assert running is not None
+        elapsed = time.monotonic() - running.started
+        if worker.conn.poll():
+            try:
+                kind, code, error = worker.conn.recv()
+            except (EOFError, OSError):
+                kind, code, error = "crash", -1, "the worker process died"
+            worker.running = None
+            if kind == "crash":
+                self._replace(worker)
+            self._record(running, code, error, elapsed)
+            return True
+        if not worker.process.is_alive():
+            worker.running = None
+            self._replace(worker)
+            self._record(running, -1, f"the app process died (exit code {worker.process.exitcode})", elapsed)
+            return True
+        if elapsed > running.app.timeout_s:
+            worker.running = None
+            self._replace(worker)
+            self._record(running, -1, f"timed out after {running.app.timeout_s:g} s", elapsed)
+            return True
+        return False
+
+    def _record(self, running: _Running, code: int, error: str | None, elapsed: float) -> None:
+        job = running.job
+        results = _read_results(running.outputs)
+        details: dict[str, Any] = {"app": job.app, "duration_s": round(elapsed, 3), "exit_code": code}
+        if results:
+            details.update(
+                model=results.get("algorithm", {}).get("name"),
+                model_version=results.get("algorithm", {}).get("version"),
+                weights_sha256=results.get("algorithm", {}).get("weights_sha256"),
+            )
+            for case in results.get("cases", []):
+                if case.get("status") == "failed":
+                    self.store.audit("analysis_failed", job_id=job.id, sop=case.get("sop_instance_uid"),
+                                     source=case.get("source"), step=case.get("failed_step"), error=case.get("error"))
+        outputs = _result_files(running.outputs)
+        if error is not None or (code != 0 and not outputs):
+            reason = error or _first_error(results) or f"app exited with code {code}"
+            log.error("job %d failed: %s", job.id, reason)
+            self.store.fail_job(job.id, reason, **details)
+            return
+        failed = [c for c in (results or {}).get("cases", []) if c.get("status") == "failed"]
+        if failed:
+            details["error"] = f"{len(failed)} of {len(results['cases'])} photograph(s) not analysed: {failed[0]['error']}"
+        self.store.finish_analysis(job.id, outputs, self.config.destination.describe(), details)
+        log.info("job %d analysed in %.1f s: %d result file(s)", job.id, elapsed, len(outputs))
+
+
+def _read_results(folder: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((folder / "results.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _first_error(results: dict[str, Any] | None) -> str | None:
+    for case in (results or {}).get("cases", []):
+        if case.get("error"):
+            return f"{case.get('source')}: {case['error']}"
+    return None
+
+
+def _result_files(folder: Path) -> list[tuple[Path, str, str]]:
+    """Every DICOM file the app wrote: (path, SOP Instance UID, SOP Class UID)."""
+    found = []
+    for path in sorted(folder.rglob("*.dcm")):
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID", "SOPClassUID"])
+            found.append((path, str(ds.SOPInstanceUID), str(ds.SOPClassUID)))
+        except Exception as exc:  # an app that wrote a broken file: it is not sent
+            log.error("result %s is not readable DICOM: %s", path.name, exc)
+    return found

@@ -1,0 +1,119 @@
+"""The dermpacs node: listener + scheduler (grouping, routing, runner) + sender, on one store."""
+
+from __future__ import annotations
+
+import json
+import logging
+import resource
+import signal
+import threading
+from collections import defaultdict
+
+from .config import ServiceConfig
+from .router import Router
+from .runner import AppRunner
+from .spool import Spool
+from .store import JobStore
+
+log = logging.getLogger("dermpacs.service")
+
+HOLOSCAN_STACK_BYTES = 32 * 2**20  # Holoscan wants a 32 MB stack (ulimit -s 32768); workers inherit it
+
+
+class DermpacsService:
+    """Start, run until stopped, stop. Everything durable lives in ``config.data_dir``."""
+
+    def __init__(self, config: ServiceConfig) -> None:
+        from .listener import DicomListener
+        from .sender import ResultSender
+
+        self.config = config
+        self.store = JobStore(config.database)
+        self.spool = Spool(config.data_dir)
+        self.router = Router(config.rules)
+        self._wake_scheduler = threading.Event()
+        self._wake_sender = threading.Event()
+        self._stop = threading.Event()
+        self.listener = DicomListener(config, self.store, self.spool, on_received=lambda _series: self._wake_scheduler.set())
+        self.runner = AppRunner(config, self.store, self.spool)
+        self.sender = ResultSender(config, self.store)
+        self._threads: list[threading.Thread] = []
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self) -> None:
+        _raise_stack_limit()
+        recovered = self.store.recover_interrupted(self.config.job_max_attempts)
+        if recovered:
+            log.warning("resuming %d job(s) interrupted by the last shutdown: %s", len(recovered), recovered)
+        self.runner.start()
+        self.listener.start()
+        self._threads = [
+            threading.Thread(target=self._schedule_loop, name="dermpacs-scheduler", daemon=True),
+            threading.Thread(target=self.sender.run, args=(self._stop, self._wake_sender), name="dermpacs-sender", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+        log.info("dermpacs %s listening on port %d; results to %s", self.config.ae_title, self.listener.port,
+                 self.config.destination.describe())
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake_scheduler.set()
+        self._wake_sender.set()
+        self.listener.stop()
+        for thread in self._threads:
+            thread.join(timeout=10)
+        self.runner.stop()
+        self.store.close()
+
+    def serve_forever(self) -> None:
+        """Run until SIGTERM or SIGINT, then stop cleanly."""
+        done = threading.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: done.set())
+        self.start()
+        try:
+            done.wait()
+        finally:
+            log.info("stopping")
+            self.stop()
+
+    # -- scheduling ---------------------------------------------------------------------------
+    def _schedule_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.route_settled_series()
+                if self.runner.poll():
+                    self._wake_sender.set()
+            except Exception:  # keep scheduling; the error is in the log
+                log.exception("scheduler round failed")
+            self._wake_scheduler.wait(self.config.poll_interval_s)
+            self._wake_scheduler.clear()
+
+    def route_settled_series(self) -> list[int]:
+        """Hand every series quiet for ``stable_seconds`` to its app(s); report what matches nothing."""
+        jobs = []
+        for series_uid in self.store.settled_series(self.config.stable_seconds):
+            rows = self.store.waiting_instances(series_uid)
+            by_app: dict[str, list] = defaultdict(list)
+            unrouted = []
+            for row in rows:
+                rule = self.router.route(json.loads(row["header"]), row["called_ae"] or self.config.ae_title)
+                (by_app[rule.app].append((rule, row)) if rule else unrouted.append(row["sop_instance_uid"]))
+            if unrouted:
+                self.store.mark_unrouted(unrouted, "no routing rule matches")
+                log.warning("series %s: %d instance(s) match no routing rule; kept, see `dermpacs status`",
+                            series_uid, len(unrouted))
+            for app, matched in by_app.items():
+                rule = matched[0][0]
+                study_uid = matched[0][1]["study_instance_uid"]
+                jobs.append(self.store.create_job(study_uid, series_uid, app, rule.name,
+                                                  [row["sop_instance_uid"] for _, row in matched]))
+        return jobs
+
+
+def _raise_stack_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_STACK)
+    wanted = HOLOSCAN_STACK_BYTES if hard == resource.RLIM_INFINITY else min(HOLOSCAN_STACK_BYTES, hard)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_STACK, (wanted, hard))
