@@ -1,0 +1,227 @@
+"""The service's durable core: configuration, routing, spool, job store, app runner."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from dicom.encode import photograph_dataset, write_dataset
+from dicom.service.config import AppConfig, ConfigError, Destination, RoutingRule, ServiceConfig, load_config
+from dicom.service.router import Router, routing_header
+from dicom.service.runner import AppRunner
+from dicom.service.spool import Spool, atomic_write, is_valid_uid
+from dicom.service.store import JobStore, ReceivedInstance
+
+VL_PHOTO = "1.2.840.10008.5.1.4.1.1.77.1.4"
+
+
+# -- configuration --------------------------------------------------------------------------
+def test_embedded_defaults_then_file_then_flags(tmp_path):
+    default = load_config()
+    assert default.ae_title == "DERMAI" and default.port == 11112 and default.rules
+    file = tmp_path / "c.yaml"
+    file.write_text("port: 4000\nstable_seconds: 2\ndestination: PACS@10.0.0.5:104\n")
+    config = load_config(file, port=5000)
+    assert config.port == 5000 and config.stable_seconds == 2
+    assert config.destination == Destination("PACS", "10.0.0.5", 104)
+    assert load_config(destination="https://pacs/dicom-web/").destination.stow_url == "https://pacs/dicom-web"
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "message"),
+    [
+        ("ae_title: THIS_AE_TITLE_IS_TOO_LONG\n", "ae_title"),
+        ("colour: blue\n", "unknown setting"),
+        ("rules: [{name: x, app: nowhere}]\n", "not defined under apps"),
+        ("destination: nonsense\n", "AE@HOST:PORT"),
+        ("rules: [{name: x, app: facial_vitiligo, series_description_regex: '('}]\n", "bad regex"),
+    ],
+)
+def test_bad_configuration_is_explained(tmp_path, yaml_text, message):
+    file = tmp_path / "c.yaml"
+    file.write_text(yaml_text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(file)
+
+
+# -- routing --------------------------------------------------------------------------------
+def _header(**overrides):
+    ds = photograph_dataset(np.zeros((64, 64, 3), np.uint8), transfer_syntax=ExplicitVRLittleEndian, body_part="FACE")
+    for key, value in overrides.items():
+        setattr(ds, key, value)
+    return routing_header(ds)
+
+
+def test_default_rules_send_faces_to_facial_vitiligo_and_keep_the_rest_unrouted():
+    router = Router(load_config().rules)
+    assert router.route(_header(), "DERMAI").app == "facial_vitiligo"
+    other = _header(BodyPartExamined="ARM")
+    del other["AnatomicRegion"][:]
+    assert router.route(other, "DERMAI") is None
+
+
+def test_rules_are_ordered_and_every_condition_counts():
+    rules = [
+        RoutingRule(name="scalp-by-called-ae", app="b", called_ae_title="SCALPAI"),
+        RoutingRule(name="prick", app="c", series_description_regex=r"prick\s+test", modality=["XC"]),
+        RoutingRule(name="region", app="a", anatomic_region_code=["SCT:89545001"]),
+    ]
+    router = Router(rules)
+    assert router.route(_header(), "SCALPAI").name == "scalp-by-called-ae"
+    assert router.route(_header(SeriesDescription="Skin PRICK  test, forearm"), "DERMAI").name == "prick"
+    assert router.route(_header(SeriesDescription="Skin prick test", Modality="OT"), "DERMAI").name == "region"
+
+
+# -- spool ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("uid", ["../../etc/passwd", "1.2.3/../../x", "1." * 40 + "1", "", "1.02.3"])
+def test_crafted_uids_are_not_valid_and_never_choose_a_path(tmp_path, uid):
+    assert not is_valid_uid(uid)
+    spool = Spool(tmp_path)
+    path = spool.instance_path(uid)
+    assert path.resolve().is_relative_to(spool.instances.resolve())
+    assert not uid or uid not in str(path)
+
+
+def test_atomic_write_leaves_all_or_nothing(tmp_path):
+    target = tmp_path / "a" / "b.dcm"
+    atomic_write(target, b"x" * 1000)
+    assert target.read_bytes() == b"x" * 1000
+    assert not list(target.parent.glob(".incoming-*"))
+    (target.parent / ".incoming-left.part").write_bytes(b"half")
+    spool = Spool(tmp_path)
+    (spool.instances / "ab").mkdir()
+    (spool.instances / "ab" / ".incoming-crash.part").write_bytes(b"half")
+    assert spool.clean_partial_writes() == 1
+
+
+# -- job store ------------------------------------------------------------------------------
+def _received(store: JobStore, spool: Spool, series: str, n: int = 1) -> list[str]:
+    uids = []
+    for _ in range(n):
+        uid = generate_uid()
+        path = spool.store(uid, b"data")
+        assert store.add_instance(ReceivedInstance(uid, VL_PHOTO, "1.2.3", series, path, "0" * 64, 4, "MOD", "DERMAI",
+                                                   "127.0.0.1", {"SOPClassUID": VL_PHOTO}))
+        uids.append(uid)
+    return uids
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = JobStore(tmp_path / "db.sqlite3")
+    yield s
+    s.close()
+
+
+def test_job_lifecycle_outbox_and_audit(store, tmp_path):
+    spool = Spool(tmp_path)
+    uids = _received(store, spool, "1.2.3.4", 3)
+    item = store.waiting_instances("1.2.3.4")[0]
+    assert not store.add_instance(ReceivedInstance(item["sop_instance_uid"], VL_PHOTO, "1.2.3", "1.2.3.4", Path("x"),
+                                                   "1" * 64, 4, "MOD", "DERMAI", "", {}))
+    assert store.settled_series(stable_seconds=60) == []
+    assert store.settled_series(stable_seconds=0, now=time.time() + 1) == ["1.2.3.4"]
+    job_id = store.create_job("1.2.3", "1.2.3.4", "facial_vitiligo", "face", uids)
+    assert store.settled_series(0, now=time.time() + 1) == []
+    job = store.claim_next_job()
+    assert job.id == job_id and job.state == "running" and job.attempts == 1
+    assert store.claim_next_job() is None
+    store.finish_analysis(job_id, [(tmp_path / "r1.dcm", "9.1", "seg"), (tmp_path / "r2.dcm", "9.2", "sr")],
+                          "PACS@h:1", {"app": "facial_vitiligo", "duration_s": 1.0})
+    assert store.job(job_id).state == "sending"
+    due = store.due_outbox()
+    assert [d.sop_instance_uid for d in due] == ["9.1", "9.2"]
+    store.mark_sent(due[0])
+    store.mark_send_failed(due[1], "connection refused", retry_at=time.time() + 30)
+    assert store.due_outbox() == [] and store.job(job_id).state == "sending"
+    late = store.due_outbox(now=time.time() + 31)
+    store.mark_sent(late[0])
+    assert store.job(job_id).state == "done"
+    events = [row["event"] for row in store.audit_rows()]
+    assert events.count("received") == 3 and "duplicate" in events and events[-1] == "sent"
+    assert {"routed", "started", "analysed", "send_failed"} <= set(events)
+
+
+def test_audit_trail_is_append_only(store):
+    store.audit("received", sop="1.2")
+    for statement in ("UPDATE audit SET event='x'", "DELETE FROM audit"):
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            store._db.execute(statement)
+    assert len(store.audit_rows()) == 1
+
+
+def test_undeliverable_results_fail_the_job_visibly_and_retry_resends(store, tmp_path):
+    spool = Spool(tmp_path)
+    uids = _received(store, spool, "5.6")
+    job_id = store.create_job("1.2.3", "5.6", "facial_vitiligo", "face", uids)
+    store.claim_next_job()
+    store.finish_analysis(job_id, [(tmp_path / "r.dcm", "9.9", "seg")], "PACS@h:1", {})
+    store.mark_send_failed(store.due_outbox()[0], "association rejected", retry_at=None)
+    status = store.status()
+    assert store.job(job_id).state == "failed" and status["failed_jobs"][0]["id"] == job_id
+    assert "association rejected" in status["failed_jobs"][0]["error"]
+    assert store.retry() == [job_id]
+    assert store.job(job_id).state == "sending" and len(store.due_outbox()) == 1
+
+
+def test_interrupted_jobs_resume_then_give_up(store, tmp_path):
+    spool = Spool(tmp_path)
+    job_id = store.create_job("1.2.3", "7.8", "facial_vitiligo", "face", _received(store, spool, "7.8"))
+    assert store.claim_next_job().attempts == 1
+    assert store.recover_interrupted(max_attempts=2) == [job_id]
+    assert store.job(job_id).state == "queued"
+    assert store.claim_next_job().attempts == 2
+    store.recover_interrupted(max_attempts=2)
+    assert store.job(job_id).state == "failed" and "interrupted" in store.job(job_id).error
+
+
+# -- runner ---------------------------------------------------------------------------------
+def _runner_config(tmp_path, **apps) -> ServiceConfig:
+    return ServiceConfig(data_dir=tmp_path, workers=2,
+                         apps={name: AppConfig(module=f"tests.service_apps.{module}", timeout_s=timeout)
+                               for name, (module, timeout) in apps.items()})
+
+
+def _queue(store, spool, tmp_path, app):
+    ds = photograph_dataset(np.zeros((64, 64, 3), np.uint8), transfer_syntax=ExplicitVRLittleEndian)
+    path = spool.instance_path(ds.SOPInstanceUID)
+    write_dataset(ds, path)
+    store.add_instance(ReceivedInstance(ds.SOPInstanceUID, VL_PHOTO, ds.StudyInstanceUID, ds.SeriesInstanceUID, path,
+                                        "0" * 64, path.stat().st_size, "MOD", "DERMAI", "", {}))
+    return store.create_job(ds.StudyInstanceUID, ds.SeriesInstanceUID, app, "test", [ds.SOPInstanceUID])
+
+
+def _run_until_settled(runner, store, job_ids, limit_s=60):
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        runner.poll()
+        if all(store.job(j).state not in ("queued", "running") for j in job_ids):
+            return
+        time.sleep(0.1)
+    raise AssertionError("jobs did not settle")
+
+
+def test_runner_times_out_a_hanging_app_survives_a_crash_and_keeps_working(tmp_path):
+    config = _runner_config(tmp_path, echo=("echo_app", 60), hang=("hang_app", 2), crash=("crash_app", 60))
+    store, spool = JobStore(config.database), Spool(config.data_dir)
+    runner = AppRunner(config, store, spool)
+    runner.start()
+    try:
+        hang, crash = _queue(store, spool, tmp_path, "hang"), _queue(store, spool, tmp_path, "crash")
+        _run_until_settled(runner, store, [hang, crash])
+        assert store.job(hang).state == "failed" and "timed out after 2 s" in store.job(hang).error
+        assert store.job(crash).state == "failed" and "died" in store.job(crash).error
+        echo = _queue(store, spool, tmp_path, "echo")
+        _run_until_settled(runner, store, [echo])
+        assert store.job(echo).state == "sending"
+        assert len(store.due_outbox()) == 1
+        analysed = [r for r in store.audit_rows() if r["event"] == "analysed"]
+        assert analysed[-1]["details"]["model"] == "echo"
+    finally:
+        runner.stop()
+        store.close()
