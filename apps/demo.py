@@ -44,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
             continue
         r = case["results"]
         print(f"{photo.view:9} {r['f_vitiligo_percent']:15.2f}%  {photo.true_f_vitiligo:25.2f}%  {r['face_mask_method']}")
+    visit = next((c["results"].get("visit_f_vitiligo_percent") for c in report["cases"] if c["status"] == "analysed"), None)
+    if visit is not None:
+        print(f"visit (all views pooled): F-Vitiligo {visit:.2f}%")
     print(f"\nSEG, SR, overlays and results.json in {results}/")
     return code
 

@@ -51,6 +51,8 @@ def coding_scheme_identification() -> CodingSchemeIdentificationItem:
 
 
 F_VITILIGO = private_code("F-VITILIGO", "F-Vitiligo (percent of face skin depigmented)")
+# The visit's views pooled: all vitiligo pixels / all face-skin pixels of the series.
+F_VITILIGO_VISIT = private_code("F-VITILIGO-VISIT", "F-Vitiligo of the visit (all views pooled)")
 FACE_SKIN_MASK_METHOD = private_code("FACE-MASK-METHOD", "Face-skin mask method")
 MASK_FACEMESH = private_code("MASK-FACEMESH", "FaceMesh oval minus eyes/brows/lips")
 MASK_RETINAFACE_ELLIPSE = private_code("MASK-RFACE-ELL", "RetinaFace box ellipse fallback")

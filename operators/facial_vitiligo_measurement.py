@@ -6,6 +6,9 @@ F-Vitiligo = vitiligo pixels inside the face-skin mask / face-skin pixels, in pe
 
 from __future__ import annotations
 
+import dataclasses
+from collections import defaultdict
+
 import numpy as np
 from monai.deploy.core import Fragment
 
@@ -121,6 +124,27 @@ class FacialVitiligoMeasurementStep:
                 "faces_found": face.faces_found,
             }
         )
+
+
+    def finish(self, cases: list[PhotoCase]) -> None:
+        """The visit's F-Vitiligo: the views of one series pooled (sum of pixels, not mean of %)."""
+        by_series: dict[str, list[PhotoCase]] = defaultdict(list)
+        for case in cases:
+            if case.ok and "face_skin_pixels" in case.summary:
+                by_series[case.photo.series_instance_uid].append(case)
+        for series_cases in by_series.values():
+            if len(series_cases) < 2:
+                continue
+            face = sum(c.summary["face_skin_pixels"] for c in series_cases)
+            vitiligo = sum(c.summary["vitiligo_pixels"] for c in series_cases)
+            visit = 100.0 * vitiligo / face if face else 0.0
+            pooled = NumericMeasurement(name=codes.F_VITILIGO_VISIT, value=round(visit, 4), unit=codes.PERCENT)
+            for case in series_cases:
+                case.summary["visit_f_vitiligo_percent"] = visit
+                case.summary["visit_views"] = len(series_cases)
+                case.groups = [
+                    dataclasses.replace(g, measurements=[*g.measurements, pooled]) for g in case.groups
+                ]
 
 
 class FacialVitiligoMeasurementOperator(StepOperator):

@@ -17,6 +17,7 @@ from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit
 
 from apps.demo_study import astronaut_portrait, make_demo_study
 from apps.facial_vitiligo.app import SHIPPED_WEIGHTS
+from dicom import codes
 from dicom.encode import DEMO_PATIENT, photograph_dataset, write_dataset
 from dicom.sr import read_measurement_report
 from dicom.validate import dciodvfy
@@ -62,6 +63,13 @@ def test_f_vitiligo_within_two_points_of_the_painted_truth(demo_run):
     for photo in study:
         measured = by_source[photo.path.name]["results"]["f_vitiligo_percent"]
         assert abs(measured - photo.true_f_vitiligo) <= 2.0, (photo.view, measured, photo.true_f_vitiligo)
+
+
+def test_visit_f_vitiligo_pools_the_three_views(demo_run):
+    _, out, _ = demo_run
+    results = [c["results"] for c in results_of(out)["cases"]]
+    pooled = 100 * sum(r["vitiligo_pixels"] for r in results) / sum(r["face_skin_pixels"] for r in results)
+    assert all(r["visit_f_vitiligo_percent"] == pytest.approx(pooled) and r["visit_views"] == 3 for r in results)
 
 
 def test_face_mask_is_the_denominator_and_holds_the_lesions(demo_run):
@@ -120,9 +128,11 @@ def test_sr_round_trips_the_numbers_and_names_the_model(demo_run):
     for group in groups:
         expected = by_sop[group["referenced_sop_instance_uid"]]
         values = group["measurements"]
-        f_value = next(v for k, v in values.items() if k.startswith("F-Vitiligo"))
+        f_value = values[codes.F_VITILIGO.meaning]
         assert f_value[0] == pytest.approx(round(expected["f_vitiligo_percent"], 4), abs=1e-9)
         assert f_value[1] == "%"
+        visit = values[codes.F_VITILIGO_VISIT.meaning]
+        assert visit[0] == pytest.approx(round(expected["visit_f_vitiligo_percent"], 4), abs=1e-9)
         areas = {k: v for k, v in values.items() if "area" in k.lower()}
         assert sorted(v[0] for v in areas.values()) == sorted(
             [float(expected["vitiligo_pixels"]), float(expected["face_skin_pixels"])]
