@@ -8,6 +8,7 @@ Pipeline: load photographs -> detect faces -> face-skin mask -> vitiligo segment
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from pathlib import Path
@@ -35,9 +36,24 @@ SHIPPED_WEIGHTS = Path(__file__).resolve().parents[2] / "models" / "weights" / "
 
 
 def load_segmenter(model_path: str | None):
+    """The segmenter for ``-m`` (or the shipped weights), loaded once per process."""
+    weights = runtime.resolve_weights(model_path, SHIPPED_WEIGHTS, WEIGHTS_PATTERN).resolve()
+    return _cached_segmenter(weights, weights.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_segmenter(weights: Path, _mtime_ns: int):
     from models.inference import LesionSegmenter
 
-    return LesionSegmenter.load(runtime.resolve_weights(model_path, SHIPPED_WEIGHTS, WEIGHTS_PATTERN))
+    return LesionSegmenter.load(weights)
+
+
+@functools.lru_cache(maxsize=1)
+def face_masker():
+    """RetinaFace + FaceMesh, built once per process (a service worker runs many jobs)."""
+    from models.face import FaceSkinMasker
+
+    return FaceSkinMasker()
 
 
 class FacialVitiligoApp(Application):
@@ -50,8 +66,9 @@ class FacialVitiligoApp(Application):
         algorithm = runtime.algorithm_identity(APP_NAME, segmenter)
 
         loader = DicomPhotoLoaderOperator(self, CountCondition(self, 1), input_folder=input_folder, name="photo_loader")
-        faces = FaceDetectionOperator(self, name="face_detection")
-        skin = FaceSkinMaskOperator(self, name="face_skin_mask")
+        masker = face_masker()
+        faces = FaceDetectionOperator(self, detector=masker.detector, name="face_detection")
+        skin = FaceSkinMaskOperator(self, masker=masker, name="face_skin_mask")
         lesions = LesionSegmentationOperator(self, segmenter=segmenter, name="vitiligo_segmentation")
         measure = FacialVitiligoMeasurementOperator(self, name="f_vitiligo")
         seg = SegWriterOperator(self, output_folder=output_folder, algorithm=algorithm, name="seg_writer")
