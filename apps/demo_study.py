@@ -82,6 +82,7 @@ def make_demo_study(
     size: tuple[int, int] = (WIDTH, HEIGHT),
     masker: FaceSkinMasker | None = None,
     transfer_syntax: str = JPEGBaseline8Bit,
+    pixel_spacing_mm: tuple[float, float] | None = None,
 ) -> list[DemoPhotograph]:
     """Write one VL Photographic Image per view (one study, one series) into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -103,6 +104,7 @@ def make_demo_study(
             series_description="Facial vitiligo follow-up",
             body_part="FACE",
             view=view,
+            pixel_spacing_mm=pixel_spacing_mm,
         )
         path = folder / f"face_{view}.dcm"
         write_dataset(ds, path)

@@ -163,7 +163,7 @@ def _ct_dataset() -> pydicom.Dataset:
 def bad_inputs(tmp_path_factory, face_masker):
     root = tmp_path_factory.mktemp("bad_inputs")
     good = root / "in"
-    make_demo_study(good, seed=3, views=("frontal",), size=(1416, 2120), masker=face_masker)
+    make_demo_study(good, seed=3, views=("frontal",), size=(1416, 2120), masker=face_masker, pixel_spacing_mm=(0.1, 0.1))
     (good / "notes.txt").write_text("not a DICOM file")
     valid = (good / "face_frontal.dcm").read_bytes()
     (good / "truncated.dcm").write_bytes(valid[: len(valid) // 3])
@@ -205,6 +205,15 @@ def test_bad_inputs_fail_alone_with_clear_reasons(bad_inputs):
         assert cases[name]["error"] and word in cases[name]["error"].lower(), (name, cases[name]["error"])
         assert "\n" not in cases[name]["error"]
     assert len(list((root / "out").glob("SEG_*.dcm"))) == 1
+
+
+def test_calibrated_photograph_reports_areas_in_mm2(bad_inputs):
+    root, _ = bad_inputs
+    case = next(c for c in results_of(root / "out")["cases"] if c["source"] == "face_frontal.dcm")
+    assert case["results"]["vitiligo_mm2"] == pytest.approx(case["results"]["vitiligo_pixels"] * 0.01)
+    group = read_measurement_report(sorted((root / "out").glob("SR_*.dcm"))[0])[0]
+    assert group["measurements"]["Vitiligo area"] == (pytest.approx(round(case["results"]["vitiligo_mm2"], 3)), "mm2")
+    assert group["measurements"]["Face skin area"][1] == "mm2"
 
 
 def test_nothing_analysable_exits_non_zero_and_writes_no_dicom(bad_inputs, tmp_path):
