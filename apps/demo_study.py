@@ -9,7 +9,7 @@ the tests know the true F-Vitiligo of every view.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -30,8 +30,8 @@ class DemoPhotograph:
     path: Path
     view: str
     true_f_vitiligo: float  # percent, painted lesion inside the face-skin mask
-    lesion_mask: np.ndarray  # bool (H, W) ground truth
-    skin_mask: np.ndarray  # bool (H, W) face-skin mask of the clean photograph
+    lesion_mask: np.ndarray = field(repr=False)  # bool (H, W) ground truth
+    skin_mask: np.ndarray = field(repr=False)  # bool (H, W) face-skin mask of the clean photograph
 
 
 def astronaut_portrait(width: int = WIDTH, height: int = HEIGHT, seed: int = 0) -> np.ndarray:
