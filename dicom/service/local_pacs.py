@@ -1,0 +1,95 @@
+"""A minimal storage SCP: the embedded stand-in for the PACS in `make demo` and in tests.
+
+It accepts what dermpacs sends back (SEG, SR, and photographs for good measure), writes
+each instance to a folder named by a hash of its UID, and lets the caller wait for N.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from pathlib import Path
+
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEGBaseline8Bit
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import (
+    ComprehensiveSRStorage,
+    Comprehensive3DSRStorage,
+    EnhancedSRStorage,
+    SecondaryCaptureImageStorage,
+    SegmentationStorage,
+    Verification,
+    VLPhotographicImageStorage,
+)
+
+from .spool import atomic_write
+
+ACCEPTED_SOP_CLASSES = (
+    SegmentationStorage, Comprehensive3DSRStorage, ComprehensiveSRStorage, EnhancedSRStorage,
+    VLPhotographicImageStorage, SecondaryCaptureImageStorage,
+)
+TRANSFER_SYNTAXES = [ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEGBaseline8Bit]
+
+
+class LocalStorageSCP:
+    """Receive instances on 127.0.0.1; ``received`` maps SOP Instance UID -> file path."""
+
+    def __init__(self, folder: Path, ae_title: str = "LOCALPACS", port: int = 0, host: str = "127.0.0.1") -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.ae_title, self.host, self.requested_port = ae_title, host, port
+        self.received: dict[str, Path] = {}
+        self.store_count = 0  # C-STOREs answered, duplicates included
+        self._changed = threading.Condition()
+        self._server = None
+
+    def _on_store(self, event) -> int:
+        ds = event.dataset
+        uid = str(ds.SOPInstanceUID)
+        path = self.folder / (hashlib.sha256(uid.encode()).hexdigest()[:24] + ".dcm")
+        atomic_write(path, event.encoded_dataset())
+        with self._changed:
+            self.received[uid] = path
+            self.store_count += 1
+            self._changed.notify_all()
+        return 0x0000
+
+    def start(self) -> "LocalStorageSCP":
+        ae = AE(ae_title=self.ae_title)
+        ae.add_supported_context(Verification)
+        for sop_class in ACCEPTED_SOP_CLASSES:
+            ae.add_supported_context(sop_class, TRANSFER_SYNTAXES)
+        self._server = ae.start_server((self.host, self.requested_port), block=False,
+                                       evt_handlers=[(evt.EVT_C_STORE, self._on_store)])
+        return self
+
+    @property
+    def port(self) -> int:
+        return self._server.server_address[1]
+
+    def address(self) -> str:
+        """``AE@HOST:PORT``, the form dermpacs takes as --destination."""
+        return f"{self.ae_title}@{self.host}:{self.port}"
+
+    def wait_for(self, count: int, timeout_s: float) -> bool:
+        """Block until ``count`` distinct instances have arrived (or the timeout passes)."""
+        deadline = time.monotonic() + timeout_s
+        with self._changed:
+            while len(self.received) < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._changed.wait(left)
+        return True
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+
+    def __enter__(self) -> "LocalStorageSCP":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
