@@ -71,3 +71,18 @@ def test_restored_when_the_block_raises():
         with isolated_network():
             raise RuntimeError("boom")
     assert _netns_inode() == before
+
+
+def test_servers_refuse_to_start_outside_the_namespace(tmp_path):
+    """Orthanc and storescp listen on all interfaces: the harness starts them only when isolated."""
+    from tests.pacs.dcmtk import StoreSCP
+    from tests.pacs.orthanc import OrthancServer
+
+    with pytest.raises(RuntimeError, match="isolated_network"):
+        StoreSCP(tmp_path / "in").start()
+    try:
+        server = OrthancServer(tmp_path / "orthanc", 11112)
+    except FileNotFoundError as exc:  # Orthanc not installed: nothing could start anyway
+        pytest.skip(str(exc))
+    with pytest.raises(RuntimeError, match="isolated_network"):
+        server.start()

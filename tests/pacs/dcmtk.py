@@ -17,7 +17,7 @@ from pathlib import Path
 import pydicom
 from pydicom.dataset import Dataset
 
-from .netns import free_port
+from .netns import free_port, require_isolation
 
 __all__ = ["StoreSCP", "storescu", "wait_for_port", "wait_until"]
 
@@ -75,6 +75,8 @@ class StoreSCP:
         self._process: subprocess.Popen | None = None
 
     def start(self) -> "StoreSCP":
+        """Start storescp (inside :func:`isolated_network`: it listens on all interfaces)."""
+        require_isolation("storescp")
         self.directory.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self._process = subprocess.Popen(

@@ -32,7 +32,7 @@ import socket
 import struct
 from collections.abc import Iterator
 
-__all__ = ["isolated_network", "isolation_unavailable_reason", "free_port", "interfaces"]
+__all__ = ["isolated_network", "isolation_unavailable_reason", "require_isolation", "free_port", "interfaces"]
 
 CLONE_NEWNET = 0x40000000
 _SIOCGIFFLAGS = 0x8913
@@ -104,3 +104,17 @@ def free_port() -> int:
 def interfaces() -> list[str]:
     """Names of the network interfaces the calling thread sees (``['lo']`` when isolated)."""
     return sorted(name for _, name in socket.if_nameindex())
+
+
+def require_isolation(what: str) -> None:
+    """Raise unless the calling thread sees only ``lo``: for servers that listen on all interfaces.
+
+    Orthanc 1.10 and dcmtk storescp cannot bind to one address; started outside
+    :func:`isolated_network` they would be reachable from the network.
+    """
+    seen = interfaces()
+    if seen != ["lo"]:
+        raise RuntimeError(
+            f"{what} listens on all interfaces: start it inside tests.pacs.netns.isolated_network() "
+            f"(this thread sees {', '.join(seen)})"
+        )

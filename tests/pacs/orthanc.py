@@ -34,7 +34,7 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from .dcmtk import wait_until
-from .netns import free_port
+from .netns import free_port, require_isolation
 
 __all__ = ["OrthancServer", "ROUTER_LUA", "DEPLOY_CONFIG", "read_orthanc_json", "orthanc_binary", "dicomweb_plugin"]
 
@@ -154,6 +154,7 @@ class OrthancServer:
 
     def start(self, timeout: float = 30.0) -> "OrthancServer":
         """Write the config, start Orthanc, return once GET /system answers."""
+        require_isolation("Orthanc")
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(json.dumps(self.config, indent=2))
         log = open(self.log_path, "ab")
