@@ -29,6 +29,7 @@ from dicom.service.store import JobStore
 
 VL_PHOTO = "1.2.840.10008.5.1.4.1.1.77.1.4"
 HAVE_DCMTK = shutil.which("storescu") is not None and shutil.which("echoscu") is not None
+pytestmark = pytest.mark.filterwarnings("ignore:Invalid value for VR UI", "ignore:The value length")
 needs_dcmtk = pytest.mark.skipif(not HAVE_DCMTK, reason="dcmtk (storescu, echoscu) not installed")
 
 

@@ -233,7 +233,7 @@ class DicomListener:
         server.on_tls_failure = self._on_tls_failure
         self.ae._servers.append(server)  # so ae.shutdown() and server.shutdown() know it
         self._thread = threading.Thread(
-            target=server.serve_forever, name=f"dicom-listener:{server.server_address[1]}", daemon=True
+            target=server.serve_forever, kwargs={"poll_interval": 0.1}, name=f"dicom-listener:{server.server_address[1]}", daemon=True
         )
         self._thread.start()
         self._server = server
