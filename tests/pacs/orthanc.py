@@ -24,7 +24,6 @@ import os
 import shutil
 import signal
 import subprocess
-import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
