@@ -28,6 +28,7 @@ VIEWS = ("left", "frontal", "right")
 @dataclass(frozen=True)
 class DemoPhotograph:
     path: Path
+    sop_instance_uid: str
     view: str
     true_f_vitiligo: float  # percent, painted lesion inside the face-skin mask
     lesion_mask: np.ndarray = field(repr=False)  # bool (H, W) ground truth
@@ -108,5 +109,5 @@ def make_demo_study(
         )
         path = folder / f"face_{view}.dcm"
         write_dataset(ds, path)
-        photographs.append(DemoPhotograph(path, view, f_vitiligo(lesion, skin), lesion, skin))
+        photographs.append(DemoPhotograph(path, str(ds.SOPInstanceUID), view, f_vitiligo(lesion, skin), lesion, skin))
     return photographs

@@ -101,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "serve":
             logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+            if args.log_level.upper() != "DEBUG":  # pynetdicom narrates every PDU at INFO
+                logging.getLogger("pynetdicom").setLevel(logging.WARNING)
             from dicom.service.service import DermpacsService
 
             config = load_config(args.config, ae_title=args.ae_title, port=args.port, data_dir=args.data_dir,

@@ -93,3 +93,30 @@ class LocalStorageSCP:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def send_instances(paths: list[Path], address: str, calling_ae: str = "LOCALPACS") -> list[int]:
+    """C-STORE files to ``AE@HOST:PORT`` over one association, as a PACS or modality would.
+
+    Each file is proposed in its own transfer syntax (JPEG stays JPEG). Returns the statuses.
+    """
+    import pydicom
+
+    from .config import Destination
+
+    destination = Destination.parse(address)
+    datasets = [pydicom.dcmread(p) for p in paths]
+    ae = AE(ae_title=calling_ae)
+    for sop_class, syntax in {(str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID)) for ds in datasets}:
+        ae.add_requested_context(sop_class, [syntax])
+    assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
+    if not assoc.is_established:
+        raise ConnectionError(f"association with {address} was not established")
+    try:
+        statuses = []
+        for ds in datasets:
+            status = assoc.send_c_store(ds)
+            statuses.append(int(getattr(status, "Status", 0xFFFF)))
+        return statuses
+    finally:
+        assoc.release()
