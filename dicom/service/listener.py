@@ -233,7 +233,8 @@ class DicomListener:
         server.on_tls_failure = self._on_tls_failure
         self.ae._servers.append(server)  # so ae.shutdown() and server.shutdown() know it
         self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.1}, name=f"dicom-listener:{server.server_address[1]}", daemon=True
+            target=server.serve_forever, kwargs={"poll_interval": 0.1},  # stop() returns within 0.1 s
+            name=f"dicom-listener:{server.server_address[1]}", daemon=True,
         )
         self._thread.start()
         self._server = server
@@ -326,7 +327,7 @@ class DicomListener:
             LOG.exception("could not audit a refused C-STORE")
         rsp = Dataset()
         rsp.Status = status
-        rsp.ErrorComment = reason[:64]
+        rsp.ErrorComment = reason.replace("\\", "/")[:64]  # LO: no backslash (a value separator)
         return rsp
 
     def _on_c_store(self, event: evt.Event) -> Dataset | int:
