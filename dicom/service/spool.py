@@ -31,7 +31,9 @@ def fsync_directory(folder: Path) -> None:
 
 def atomic_write(path: Path, data: bytes) -> Path:
     """Write ``data`` so that ``path`` holds either nothing or all of it, even after a crash."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.parent.is_dir():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fsync_directory(path.parent.parent)  # a new folder's own entry must be durable too
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".incoming-", suffix=".part")
     try:
         with os.fdopen(fd, "wb") as f:
