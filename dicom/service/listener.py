@@ -214,6 +214,8 @@ class DicomListener:
         for sop_class in SUPPORTED_SOP_CLASSES:
             ae.add_supported_context(sop_class, transfer_syntax_preference())
         self.ae = ae
+        self._acceptable = {str(cx.abstract_syntax): frozenset(str(ts) for ts in cx.transfer_syntax)
+                            for cx in ae.supported_contexts}
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -290,9 +292,7 @@ class DicomListener:
         for cx in assoc.requestor.primitive.presentation_context_definition_list:
             abstract = str(cx.abstract_syntax)
             offered = {str(ts) for ts in cx.transfer_syntax}
-            if abstract == Verification and offered & {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"}:
-                return True
-            if offered & self._storage.get(abstract, frozenset()):
+            if offered & self._acceptable.get(abstract, frozenset()):
                 return True
         return False
 
