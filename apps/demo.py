@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,32 +25,6 @@ from pathlib import Path
 from apps import runtime
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for_echo(port: int, ae_title: str, timeout_s: float, process: subprocess.Popen) -> None:
-    from pynetdicom import AE
-    from pynetdicom.sop_class import Verification
-
-    ae = AE(ae_title="DEMOPACS")
-    ae.add_requested_context(Verification)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"dermpacs serve exited with code {process.returncode}")
-        assoc = ae.associate("127.0.0.1", port, ae_title=ae_title)
-        if assoc.is_established:
-            status = assoc.send_c_echo()
-            assoc.release()
-            if status and status.Status == 0:
-                return
-        time.sleep(0.5)
-    raise TimeoutError("dermpacs did not answer C-ECHO")
 
 
 def _print_table(photographs, f_by_sop: dict[str, float], visit: float | None) -> None:
@@ -66,10 +39,10 @@ def _print_table(photographs, f_by_sop: dict[str, float], visit: float | None) -
 
 def run_networked(out: Path, photographs, timeout_s: float = 600) -> int:
     from dicom import codes
-    from dicom.service.local_pacs import LocalStorageSCP, send_instances
+    from dicom.service.local_pacs import LocalStorageSCP, free_port, send_instances, wait_for_echo
     from dicom.sr import read_measurement_report
 
-    port = _free_port()
+    port = free_port()
     config = out / "dermpacs.yaml"
     config.write_text(
         "bind_address: 127.0.0.1\nstable_seconds: 2\nallowed_callers: [DEMOPACS@127.0.0.1]\n"
@@ -84,7 +57,7 @@ def run_networked(out: Path, photographs, timeout_s: float = 600) -> int:
         service = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                                    env=dict(os.environ, PYTHONPATH=str(REPO)))
         try:
-            _wait_for_echo(port, "DERMAI", 120, service)
+            wait_for_echo(f"DERMAI@127.0.0.1:{port}", 120, calling_ae="DEMOPACS", alive=lambda: service.poll() is None)
             started = time.perf_counter()
             statuses = send_instances([p.path for p in photographs], f"DERMAI@127.0.0.1:{port}", calling_ae="DEMOPACS")
             print(f"4/4 sent {len(statuses)} photograph(s) by C-STORE (statuses {', '.join(hex(s) for s in statuses)}); "

@@ -120,3 +120,35 @@ def send_instances(paths: list[Path], address: str, calling_ae: str = "LOCALPACS
         return statuses
     finally:
         assoc.release()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on right now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def wait_for_echo(address: str, timeout_s: float, calling_ae: str = "LOCALPACS", alive=lambda: True) -> None:
+    """Poll ``AE@HOST:PORT`` with C-ECHO until it answers; ``alive()`` False aborts early."""
+    from pynetdicom.sop_class import Verification
+
+    from .config import Destination
+
+    destination = Destination.parse(address)
+    ae = AE(ae_title=calling_ae)
+    ae.add_requested_context(Verification)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not alive():
+            raise RuntimeError(f"{address} is not running")
+        assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
+        if assoc.is_established:
+            status = assoc.send_c_echo()
+            assoc.release()
+            if status and status.Status == 0:
+                return
+        time.sleep(0.5)
+    raise TimeoutError(f"{address} did not answer C-ECHO within {timeout_s:.0f} s")
