@@ -57,12 +57,17 @@ def _header(**overrides):
     return routing_header(ds)
 
 
-def test_default_rules_send_faces_to_facial_vitiligo_and_keep_the_rest_unrouted():
+def test_default_rules_send_each_kind_of_photograph_to_its_app():
     router = Router(load_config().rules)
     assert router.route(_header(), "DERMAI").app == "facial_vitiligo"
-    other = _header(BodyPartExamined="ARM")
-    del other["AnatomicRegion"][:]
-    assert router.route(other, "DERMAI") is None
+    assert router.route(_header(BodyPartExamined="SCALP"), "DERMAI").app == "scalp"
+    assert router.route(_header(SeriesDescription="Skin prick test, left forearm"), "DERMAI").app == "skin_prick"
+    assert router.route(_header(), "DERMAI-SPT").app == "skin_prick"
+    arm = _header(BodyPartExamined="ARM", SeriesDescription="forearm")
+    arm["AnatomicRegion"] = []
+    assert router.route(arm, "DERMAI").app == "vitiligo_lesion"
+    arm["SOPClassUID"] = "1.2.840.10008.5.1.4.1.1.2"  # a CT slice sent by mistake
+    assert router.route(arm, "DERMAI") is None
 
 
 def test_rules_are_ordered_and_every_condition_counts():
@@ -207,7 +212,8 @@ def _run_until_settled(runner, store, job_ids, limit_s=60):
 
 
 def test_runner_times_out_a_hanging_app_survives_a_crash_and_keeps_working(tmp_path):
-    config = _runner_config(tmp_path, echo=("echo_app", 60), hang=("hang_app", 2), crash=("crash_app", 60))
+    config = _runner_config(tmp_path, echo=("echo_app", 60), hang=("hang_app", 2), crash=("crash_app", 60),
+                            missing=("no_such_app", 60))
     store, spool = JobStore(config.database), Spool(config.data_dir)
     runner = AppRunner(config, store, spool)
     runner.start()
@@ -216,6 +222,9 @@ def test_runner_times_out_a_hanging_app_survives_a_crash_and_keeps_working(tmp_p
         _run_until_settled(runner, store, [hang, crash])
         assert store.job(hang).state == "failed" and "timed out after 2 s" in store.job(hang).error
         assert store.job(crash).state == "failed" and "died" in store.job(crash).error
+        missing = _queue(store, spool, tmp_path, "missing")
+        _run_until_settled(runner, store, [missing])
+        assert "not installed" in store.job(missing).error
         echo = _queue(store, spool, tmp_path, "echo")
         _run_until_settled(runner, store, [echo])
         assert store.job(echo).state == "sending"

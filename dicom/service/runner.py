@@ -10,6 +10,7 @@ the worker is replaced and the service keeps answering.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import logging
 import multiprocessing as mp
@@ -135,6 +136,9 @@ class AppRunner:
         if app is None:
             self.store.fail_job(job.id, f"app {job.app!r} is not configured")
             return
+        if not _module_exists(app.module):
+            self.store.fail_job(job.id, f"app {job.app!r} (module {app.module}) is not installed in this release")
+            return
         inputs, outputs = self.spool.job_folder(job.id, job.attempts)
         for row in self.store.job_instances(job.id):
             target = inputs / Path(row["path"]).name
@@ -203,6 +207,13 @@ class AppRunner:
             details["error"] = f"{len(failed)} of {len(results['cases'])} photograph(s) not analysed: {failed[0]['error']}"
         self.store.finish_analysis(job.id, outputs, self.config.destination.describe(), details)
         log.info("job %d analysed in %.1f s: %d result file(s)", job.id, elapsed, len(outputs))
+
+
+def _module_exists(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
 
 
 def _read_results(folder: Path) -> dict[str, Any] | None:
