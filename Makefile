@@ -34,6 +34,7 @@ test: venv
 
 bench: venv
 	ulimit -s 32768; $(PY) benchmarks/bench_facial_vitiligo.py
+	ulimit -s 32768; $(PY) benchmarks/bench_service.py
 
 clean:
 	rm -rf demo-out .pytest_cache
