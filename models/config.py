@@ -113,6 +113,7 @@ class TrainConfig:
     seed: int = 0
     num_threads: int = 2
     checkpoint_every: int = 200  # iterations
+    init_weights: str | None = None  # fine-tune from these weights (e.g. the shipped ones)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)

@@ -121,6 +121,10 @@ def train(cfg: TrainConfig, out_dir: Path, resume: bool = False, progress: bool 
     total = cfg.optim.total_iterations
     save_config(cfg, out_dir / f"{cfg.name}.yaml")
     model = build_model(cfg.model)
+    if cfg.init_weights:
+        from .inference import load_state_dict
+
+        model.load_state_dict(load_state_dict(cfg.init_weights))
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     criterion = OhemCrossEntropy(cfg.loss.thresh, cfg.loss.min_kept, cfg.loss.ignore_index)
@@ -196,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", help="model version recorded in the config")
     p.add_argument("--pool-size", type=int,
                    help="synthetic samples generated once and re-augmented (0 = always fresh)")
+    p.add_argument("--init-weights", help="start from these weights (fine-tuning, e.g. the shipped .pt)")
+    p.add_argument("--lr", type=float, help="override the learning rate (lower it for fine-tuning)")
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -217,8 +223,10 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         optim = replace(optim, batch_size=args.batch_size)
     if args.iterations:
         optim = replace(optim, iterations=args.iterations)
+    if args.lr:
+        optim = replace(optim, lr=args.lr)
     cfg = replace(cfg, data=data, optim=optim)
-    for key in ("seed", "num_threads", "checkpoint_every", "name", "version"):
+    for key in ("seed", "num_threads", "checkpoint_every", "name", "version", "init_weights"):
         value = getattr(args, key)
         if value is not None:
             cfg = replace(cfg, **{key: value})

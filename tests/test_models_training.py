@@ -89,6 +89,19 @@ def test_training_on_a_user_folder_dataset(tmp_path):
     assert load_config(tmp_path / "a" / "tiny.yaml").data.source == "folder"
 
 
+def test_fine_tuning_starts_from_given_weights(tiny_run, tmp_path):
+    out, state = tiny_run
+    cfg = replace(tiny_config(seed=3), init_weights=str(out / "tiny.pt"),
+                  optim=OptimConfig(batch_size=2, iterations=1, lr=1e-12, warmup_iters=0))
+    tuned = _run(cfg, tmp_path / "tuned")
+    # a near-zero learning rate keeps the start point: weights equal up to fp16 rounding
+    # (BatchNorm running statistics still move, so compare conv weights only)
+    convs = [k for k in state if k.endswith("conv1.weight")]
+    assert convs and all(torch.allclose(tuned[k], state[k], atol=1e-3) for k in convs)
+    fresh = _run(replace(cfg, init_weights=None), tmp_path / "fresh")
+    assert not all(torch.allclose(fresh[k], state[k], atol=1e-3) for k in convs)
+
+
 def test_folder_dataset_errors_are_clear(tmp_path):
     cfg = tiny_config(source="folder", folder=str(tmp_path))
     with pytest.raises(FileNotFoundError, match="images/ and masks/"):
