@@ -200,7 +200,7 @@ def test_bad_inputs_fail_alone_with_clear_reasons(bad_inputs):
         "tiny.dcm": "at least 64 pixels",
         "no_face.dcm": "no face",
         "corrupt_jpeg.dcm": "",
-        "huge.dcm": "large",
+        "huge.dcm": "more than the limit",
     }
     for name, word in expected_words.items():
         assert cases[name]["status"] == "failed", name
