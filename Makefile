@@ -12,7 +12,7 @@ export MALLOC_TOP_PAD_ := 1073741824
 export GLOG_minloglevel := 2
 export TF_CPP_MIN_LOG_LEVEL := 3
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo test bench e2e clean
 
 venv: $(STAMP)
 
@@ -31,6 +31,12 @@ demo: venv
 
 test: venv
 	ulimit -s 32768; $(PY) -m pytest -q tests
+
+# The results in the real OHIF viewer (tests/e2e/README.md): installs Chromium, Orthanc, the
+# OHIF 3.13.2 dist and the Node packages if missing; not part of `make test`.
+e2e: venv
+	tests/e2e/install.sh
+	ulimit -s 32768; $(PY) -m pytest -q -p no:cacheprovider -o python_files='e2e_*.py' tests/e2e
 
 bench: venv
 	ulimit -s 32768; $(PY) benchmarks/bench_facial_vitiligo.py

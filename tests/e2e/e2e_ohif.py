@@ -1,0 +1,367 @@
+"""End-to-end: dermpacs results in the real OHIF 3.13.2 viewer (issue 5). Run by ``make e2e``.
+
+Not part of ``make test`` (the file name does not match ``test_*.py``; ``make e2e`` passes
+``-o python_files=e2e_*.py``): it needs Chromium, Node packages and the OHIF dist that
+``make e2e`` installs.
+
+For every app listed in ``tests/e2e/apps.py``:
+
+1. generate its input photograph and run the app (``python -m apps.<name> -i IN -o OUT``);
+2. validate every SEG and SR it wrote with ``dciodvfy`` (no errors allowed), and read
+   every SEG with ``@cornerstonejs/adapters`` in Node, the parser OHIF uses; its pixel
+   counts per segment must equal the SEG's own frames;
+3. store photo + SEG + SR in a real Orthanc (own network namespace, loopback only),
+   serve the OHIF dist and a ``/dicom-web`` proxy from one origin, open the study in
+   headless Chromium (``ohif_check.mjs``) and judge the screenshots and the page
+   (:func:`judge`): the photo is drawn, the SEG overlay covers the SEG's region and
+   nothing else, the lesion segments alone cover the lesion region, the SR's measurement
+   text with the SR's value is on screen next to its outline, and the page logged no
+   error.
+
+The test of the test stores SEGs with broken geometry and requires :func:`judge` to fail.
+Screenshots and reports stay in ``.e2e/artefacts/<case>/``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pydicom
+import pytest
+from pydicom.uid import generate_uid
+
+from dicom.reader import read_photograph
+from dicom.sr import read_measurement_report
+from dicom.validate import dciodvfy
+from tests.e2e import pixels
+from tests.e2e.apps import APPS, AppCase, facial_photo
+from tests.e2e.ohif_server import OhifServer
+from tests.pacs.netns import free_port, isolated_network, isolation_unavailable_reason
+from tests.pacs.orthanc import OrthancServer
+
+REPO = Path(__file__).resolve().parents[2]
+E2E = Path(__file__).resolve().parent
+OHIF_DIST = Path(os.environ.get("DERMPACS_OHIF_DIST", REPO / ".e2e" / "ohif" / "package" / "dist"))
+ARTEFACTS = Path(os.environ.get("DERMPACS_E2E_ARTEFACTS", REPO / ".e2e" / "artefacts"))
+CHROMIUM = os.environ.get("DERMPACS_CHROMIUM", "/usr/bin/chromium")
+NODE = shutil.which("node") or "node"
+# Optional `-m` for the apps (a weights file or folder); default: the shipped weights. The
+# checks never depend on the model's accuracy: expected pixels come from the stored SEG.
+
+# What "drawn" means, in photo pixels (see tests/e2e/README.md for the measured values).
+PHOTO_MIN_CORRELATION = 0.97  # luminance of the shown photo vs the DICOM pixels (measured 0.999)
+PHOTO_MAX_MEAN_DIFF = 12.0  # 0-255, mean absolute difference (measured 0.8)
+OVERLAY_THRESHOLD = 40  # a channel changed by more than this = overlay drawn there
+OVERLAY_MIN_INSIDE = 0.97  # fraction of changed pixels within the SEG region (+ margin)
+OVERLAY_MIN_COVERED = 0.90  # fraction of the SEG region's interior (- margin) changed
+OVERLAY_MARGIN_SCREEN_PX = 3.0  # tolerance at region edges, in screen pixels
+MIN_REGION_FOR_COVERAGE = 50  # interior pixels below which coverage is not judged (tiny lesion)
+SR_MIN_OUTLINE_HITS = 0.8  # fraction of the SR outline with annotation pixels within 3 px
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="network namespaces are Linux only")
+
+
+def _case_id(case: AppCase) -> str:
+    return case.name
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def run_app(case: AppCase, workdir: Path) -> dict:
+    """Generate the input, run the app as a module; return paths and the app's results.json."""
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    in_dir, out_dir = workdir / "in", workdir / "out"
+    photo_path = case.make_input(in_dir)
+    env = dict(os.environ, GLOG_minloglevel="2", TF_CPP_MIN_LOG_LEVEL="3")
+    models = ["-m", os.environ["DERMPACS_E2E_MODELS"]] if os.environ.get("DERMPACS_E2E_MODELS") else []
+    proc = subprocess.run(
+        [sys.executable, "-m", case.module, "-i", str(in_dir), "-o", str(out_dir), *models],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )
+    (workdir / "app.log").write_text(proc.stdout + proc.stderr)
+    assert proc.returncode == 0, f"{case.module} failed ({proc.returncode}):\n{proc.stderr[-3000:]}"
+    segs = sorted(out_dir.glob("SEG_*.dcm"))
+    srs = sorted(out_dir.glob("SR_*.dcm"))
+    assert segs and srs, f"{case.module} wrote no SEG or no SR into {out_dir}: {sorted(p.name for p in out_dir.iterdir())}"
+    return {"photo": photo_path, "segs": segs, "srs": srs, "results": json.loads((out_dir / "results.json").read_text())}
+
+
+def parse_seg_with_cornerstone(seg: Path, photo: Path, out_json: Path) -> dict:
+    """Run tests/e2e/seg_parse.mjs: the SEG through @cornerstonejs/adapters in Node."""
+    proc = subprocess.run([NODE, str(E2E / "seg_parse.mjs"), str(seg), str(photo), str(out_json)],
+                          cwd=E2E, capture_output=True, text=True, timeout=300)
+    if not out_json.exists():
+        raise AssertionError(f"seg_parse.mjs wrote no result ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(out_json.read_text())
+
+
+def run_ohif_check(web: OhifServer, photo: Path, seg: Path, sr: Path, case: AppCase, out_dir: Path) -> dict:
+    """Drive OHIF on the study of ``photo`` (ohif_check.mjs) and return its report."""
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+    photo_ds = pydicom.dcmread(photo, stop_before_pixels=True)
+    spec = {
+        "url": web.url,
+        "studyUID": str(photo_ds.StudyInstanceUID),
+        "photoSOPInstanceUID": str(photo_ds.SOPInstanceUID),
+        "segSeriesUID": str(pydicom.dcmread(seg, stop_before_pixels=True).SeriesInstanceUID),
+        "srSeriesUID": str(pydicom.dcmread(sr, stop_before_pixels=True).SeriesInstanceUID),
+        "hideSegmentLabels": list(case.hidden_segments),
+        "measurementLabel": case.measurement_label,
+        "outDir": str(out_dir),
+        "timeoutS": 150,
+        "stepTimeoutS": 60,
+        "chromium": CHROMIUM,
+    }
+    spec_path = out_dir / "spec.json"
+    spec_path.write_text(json.dumps(spec, indent=1))
+    proc = subprocess.run([NODE, str(E2E / "ohif_check.mjs"), str(spec_path)], cwd=E2E,
+                          capture_output=True, text=True, timeout=540)
+    (out_dir / "node.log").write_text(proc.stdout + proc.stderr)
+    report_path = out_dir / "report.json"
+    assert report_path.exists(), f"ohif_check.mjs wrote no report ({proc.returncode}):\n{proc.stderr[-3000:]}"
+    return json.loads(report_path.read_text())
+
+
+def _sample_outline(outline: np.ndarray, step: float = 1.0) -> np.ndarray:
+    closed = np.vstack([outline, outline[:1]])
+    points = []
+    for a, b in zip(closed[:-1], closed[1:]):
+        n = max(1, int(np.linalg.norm(b - a) / step))
+        points.extend(a + (b - a) * t for t in np.linspace(0.0, 1.0, n, endpoint=False))
+    return np.asarray(points)
+
+
+def judge(report: dict, photo: Path, seg: Path, sr: Path, case: AppCase) -> list[str]:
+    """Everything wrong with what OHIF showed, as sentences; [] when all four checks pass.
+
+    (1) the photograph is drawn; (2) the SEG overlay lies on the SEG's region and not
+    elsewhere, and with the context segments hidden, on the lesion segments; (3) the SR's
+    measurement label with its value is on screen beside its outline; (4) no error in the
+    page's console, no page error, no failed request, no error notification.
+    """
+    problems: list[str] = []
+    for name, step in report["steps"].items():
+        if not step["ok"]:
+            problems.append(f"OHIF step '{name}' failed: {step['error']}")
+    if report.get("failure") and not problems:
+        problems.append(f"OHIF check stopped: {report['failure']}")
+    for error in report["errors"]:
+        problems.append(f"page logged an error ({error['kind']}): {error['text'][:500]}")
+    for note in report["notifications"]:
+        if re.search(r"error|fail|unable|cannot|not supported", note, re.IGNORECASE):
+            problems.append(f"OHIF notification: {note[:300]}")
+
+    photograph = read_photograph(photo)
+    shots = {name: pixels.read_rgb(path) for name, path in report["screenshots"].items() if name != "failure"}
+    geometry = {name: pixels.Geometry.from_report(g) for name, g in report["geometry"].items() if g}
+    shown = {name: pixels.to_image_space(shots[name], geometry[name]) for name in shots if name in geometry}
+
+    # (1) the photograph
+    if "1-photo" not in shown:
+        problems.append("the photograph was never displayed")
+        return problems
+    correlation, mad = pixels.photo_agreement(shown["1-photo"], photograph.pixels)
+    if correlation < PHOTO_MIN_CORRELATION or mad > PHOTO_MAX_MEAN_DIFF:
+        problems.append(f"the viewport does not show the photograph: correlation {correlation:.3f}, mean difference {mad:.1f}")
+
+    # (2) the SEG overlay, all segments, then the lesion segments alone
+    masks = pixels.seg_masks(seg, photograph.sop_instance_uid)
+    margin = max(1, math.ceil(OVERLAY_MARGIN_SCREEN_PX / geometry["1-photo"].scale))
+    lesion_labels = [label for label in masks if label not in case.hidden_segments]
+    regions = {
+        "2-seg": ("all segments", np.logical_or.reduce(list(masks.values()))),
+        "3-lesion": (f"lesion segments {lesion_labels}", np.logical_or.reduce([masks[label] for label in lesion_labels])),
+    }
+    for name, (what, region) in regions.items():
+        if name not in shown:
+            problems.append(f"no screenshot '{name}' of the SEG overlay ({what})")
+            continue
+        changed = pixels.changed_pixels(shown[name], shown["1-photo"], OVERLAY_THRESHOLD)
+        score = pixels.overlay_score(changed, region, margin)
+        core_pixels = int(cv2.erode(region.astype(np.uint8), np.ones((2 * margin + 1,) * 2, np.uint8)).sum())
+        if region.any() and score.changed == 0:
+            problems.append(f"no SEG overlay drawn ({what}): {score}")
+            continue
+        if score.changed and score.inside < OVERLAY_MIN_INSIDE:
+            problems.append(f"SEG overlay ({what}) drawn outside the SEG's region: {score}")
+        if core_pixels >= MIN_REGION_FOR_COVERAGE and score.covered < OVERLAY_MIN_COVERED:
+            problems.append(f"SEG overlay ({what}) does not cover the SEG's region: {score}")
+
+    # (3) the SR: measurement text with the SR's value, on screen, beside the SR outline
+    groups = read_measurement_report(sr)
+    values = {
+        name: value for group in groups
+        if group["referenced_sop_instance_uid"] == photograph.sop_instance_uid
+        for name, value in group["measurements"].items()
+    }
+    expected = {name: value for name, value in values.items() if name.startswith(case.measurement_label)}
+    if not expected:
+        problems.append(f"the SR holds no measurement named {case.measurement_label!r} (has {sorted(values)})")
+    viewports = [t["rect"] for t in report["srTexts"] if t["tag"] == "viewport"]
+    spans = [t for t in report["srTexts"] if t["tag"] == "tspan"]
+    for name, (value, unit) in expected.items():
+        wanted = f"{value:.2f}"
+        span = next((t for t in spans if t["text"].startswith(name) and wanted in t["text"]), None)
+        if span is None:
+            problems.append(f"OHIF does not show '{name}: {wanted} {unit}' (texts: {[t['text'] for t in spans]})")
+            continue
+        left, top, width, height = span["rect"]
+        if not any(vl <= left and left + width <= vl + vw and vt <= top and top + height <= vt + vh
+                   for vl, vt, vw, vh in viewports) or width <= 0:
+            problems.append(f"the text '{span['text']}' lies outside the viewport ({span['rect']})")
+        elif "4-sr" in shots:
+            box = shots["4-sr"][int(top):int(math.ceil(top + height)), int(left):int(math.ceil(left + width))]
+            drawn = np.abs(box.astype(np.int16) - shots["1-photo"][int(top):int(math.ceil(top + height)), int(left):int(math.ceil(left + width))]).max(axis=2) > OVERLAY_THRESHOLD
+            if drawn.sum() < 0.02 * drawn.size:
+                problems.append(f"the text '{span['text']}' is in the page but not on the screenshot")
+    if "4-sr" in shots and "4-sr" in geometry:
+        sr_changed = np.abs(shots["4-sr"].astype(np.int16) - shots["1-photo"].astype(np.int16)).max(axis=2) > OVERLAY_THRESHOLD
+        near = cv2.dilate(sr_changed.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
+        for group in groups:
+            if group["referenced_sop_instance_uid"] != photograph.sop_instance_uid or group.get("outline_xy") is None:
+                continue
+            screen = pixels.image_to_screen(geometry["4-sr"], _sample_outline(np.asarray(group["outline_xy"], float)))
+            xy = np.clip(np.round(screen - 0.5).astype(int), 0, [near.shape[1] - 1, near.shape[0] - 1])
+            hits = float(near[xy[:, 1], xy[:, 0]].mean())
+            if hits < SR_MIN_OUTLINE_HITS:
+                problems.append(f"the SR outline of '{group['tracking_label']}' is not drawn where the SR puts it ({hits:.0%} of it found)")
+    elif not any("SR" in p for p in problems):
+        problems.append("no screenshot of the SR")
+    return problems
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def tools():
+    """Fail (not skip) when what `make e2e` installs is missing: the target installs it all."""
+    missing = [what for what, ok in [
+        (f"OHIF dist at {OHIF_DIST}", (OHIF_DIST / "index.html").is_file()),
+        (f"Chromium at {CHROMIUM}", Path(CHROMIUM).exists()),
+        ("node", shutil.which("node") is not None),
+        ("tests/e2e/node_modules (npm ci)", (E2E / "node_modules" / "puppeteer-core").is_dir()),
+        ("dciodvfy", shutil.which("dciodvfy") is not None),
+    ] if not ok]
+    if missing:
+        pytest.fail("missing (run `make e2e`): " + ", ".join(missing))
+    reason = isolation_unavailable_reason()
+    if reason:
+        pytest.fail(reason)
+
+
+@pytest.fixture(scope="module")
+def viewer(tools, tmp_path_factory):
+    """Orthanc + the OHIF origin, inside a loopback-only network namespace, for this module."""
+    with isolated_network():
+        with OrthancServer(tmp_path_factory.mktemp("orthanc"), dermpacs_port=free_port(), router=False) as pacs:
+            with OhifServer(OHIF_DIST, pacs.url) as web:
+                yield pacs, web
+
+
+_results: dict[str, dict] = {}
+
+
+@pytest.fixture(params=APPS, ids=_case_id)
+def analysed(request, tools):
+    """The app's input photo and outputs (run once per app per session)."""
+    case: AppCase = request.param
+    reason = case.missing()
+    if reason:
+        pytest.skip(reason)
+    if case.name not in _results:
+        _results[case.name] = run_app(case, ARTEFACTS / case.name / "app")
+    return case, _results[case.name]
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def test_every_seg_and_sr_passes_dciodvfy(analysed):
+    case, run = analysed
+    failures = {}
+    for path in run["segs"] + run["srs"]:
+        result = dciodvfy(path)
+        if result.errors:
+            failures[path.name] = result.errors
+    assert not failures, f"{case.module}: dciodvfy errors: {json.dumps(failures, indent=1)}"
+
+
+def test_every_seg_parses_with_cornerstone_adapters(analysed):
+    case, run = analysed
+    photo = read_photograph(run["photo"])
+    for seg in run["segs"]:
+        parsed = parse_seg_with_cornerstone(seg, run["photo"], ARTEFACTS / case.name / f"{seg.stem}.adapters.json")
+        assert parsed["ok"], f"{seg.name}: @cornerstonejs/adapters rejected it: {parsed['error']}"
+        counts = {s["label"]: s["pixels"] for s in parsed["segments"]}
+        expected = {label: int(mask.sum()) for label, mask in pixels.seg_masks(seg, photo.sop_instance_uid).items()}
+        assert counts == expected, f"{seg.name}: adapters read {counts}, the SEG holds {expected}"
+
+
+def test_ohif_shows_photo_seg_overlay_and_sr_measurements(analysed, viewer):
+    case, run = analysed
+    pacs, web = viewer
+    photo, seg, sr = run["photo"], run["segs"][0], run["srs"][0]
+    for path in (photo, seg, sr):
+        assert pacs.upload(path)["Status"] in ("Success", "AlreadyStored")
+    report = run_ohif_check(web, photo, seg, sr, case, ARTEFACTS / case.name / "ohif")
+    problems = judge(report, photo, seg, sr, case)
+    assert not problems, (
+        f"{case.module} in OHIF ({ARTEFACTS / case.name / 'ohif'}):\n- " + "\n- ".join(problems)
+    )
+
+
+# ----------------------------------------------------------------- test of the test
+
+def _without_plane_orientation(ds: pydicom.Dataset) -> None:
+    del ds.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence
+
+
+def _without_pixel_measures(ds: pydicom.Dataset) -> None:
+    del ds.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence
+
+
+BREAKAGES = {
+    "no-plane-orientation": _without_plane_orientation,
+    "no-pixel-measures": _without_pixel_measures,
+}
+
+
+@pytest.mark.parametrize("breakage", list(BREAKAGES))
+def test_the_check_fails_on_broken_seg_geometry(breakage, tools, viewer):
+    """Store a SEG whose geometry is broken as DESIGN.md describes; the same check must fail."""
+    pacs, web = viewer
+    case = APPS[0]
+    workdir = ARTEFACTS / f"broken-{breakage}"
+    seed = 11 + list(BREAKAGES).index(breakage)
+    run = run_app(AppCase(case.name, case.module, lambda folder: facial_photo(folder, seed=seed),
+                          case.measurement_label, case.hidden_segments), workdir / "app")
+    broken = pydicom.dcmread(run["segs"][0])
+    BREAKAGES[breakage](broken)
+    broken.SOPInstanceUID = generate_uid()
+    broken.file_meta.MediaStorageSOPInstanceUID = broken.SOPInstanceUID
+    broken_path = workdir / "SEG_broken.dcm"
+    broken.save_as(broken_path)
+    photo, sr = run["photo"], run["srs"][0]
+    for path in (photo, broken_path, sr):
+        pacs.upload(path)
+    report = run_ohif_check(web, photo, broken_path, sr, case, workdir / "ohif")
+    problems = judge(report, photo, broken_path, sr, case)
+    (workdir / "problems.txt").write_text("\n".join(problems) + "\n")
+    seg_problems = [p for p in problems if "SEG" in p or "error" in p]
+    assert seg_problems, f"the OHIF check passed a SEG with {breakage}: it cannot tell a broken SEG from a good one"
+    # The photo and the SR are untouched: the check must still see them (it fails for the right reason).
+    assert not any("photograph" in p for p in problems), problems
