@@ -122,3 +122,19 @@ SQUARE_MILLIMETER = Code("mm2", "UCUM", "square millimeter")
 MILLIMETER = Code("mm", "UCUM", "millimeter")
 GRADE = Code("{grade}", "UCUM", "grade")
 """Unit for grades sent as NUM (OHIF does not display coded answers)."""
+
+# --- Scalp grading (apps.scalp; SEEDS.md D): six indicators, grade 0-3 ------------------
+NONE = Code("260413007", "SCT", "None")
+"""Grade 0 ("none/good") as the severity answer (SNOMED CT qualifier value)."""
+SCALP_MICRO_KERATIN = private_code("SCALP-MK", "Micro-keratin grade")
+SCALP_EXCESS_SEBUM = private_code("SCALP-SEB", "Excess sebum grade")
+SCALP_INTERFOLLICULAR_ERYTHEMA = private_code("SCALP-IFE", "Erythema between follicles grade")
+SCALP_FOLLICULAR_ERYTHEMA_PUSTULES = private_code("SCALP-FEP", "Follicular erythema/pustules grade")
+SCALP_DANDRUFF = private_code("SCALP-DAN", "Dandruff grade")
+SCALP_HAIR_LOSS = private_code("SCALP-HL", "Hair loss grade")
+SCALP_FINDING = private_code("SCALP-ASSESS", "Scalp condition assessment")
+
+
+def scalp_probability_code(indicator_code: str, grade: int, indicator_meaning: str) -> Code:
+    """'<indicator> P(grade k)' concept, e.g. SCALP-SEB-P2 "Excess sebum P(grade 2)"."""
+    return private_code(f"{indicator_code}-P{grade}", f"{indicator_meaning} P(grade {grade})")
