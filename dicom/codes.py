@@ -138,3 +138,16 @@ SCALP_FINDING = private_code("SCALP-ASSESS", "Scalp condition assessment")
 def scalp_probability_code(indicator_code: str, grade: int, indicator_meaning: str) -> Code:
     """'<indicator> P(grade k)' concept, e.g. SCALP-SEB-P2 "Excess sebum P(grade 2)"."""
     return private_code(f"{indicator_code}-P{grade}", f"{indicator_meaning} P(grade {grade})")
+
+# --- Skin prick test (apps.skin_prick; SEEDS.md C): one group per prick-site reaction ---
+# Erythema area/diameters are measured on the whole erythematous reaction (outer border,
+# wheal included), as clinicians and the paper's experts outline it.
+WHEAL_AREA = private_code("WHEAL-AREA", "Wheal area")
+ERYTHEMA_AREA = private_code("ERYTHEMA-AREA", "Erythema area (wheal included)")
+WHEAL_MEAN_DIAMETER = private_code("WHEAL-MEAN-DIAM", "Wheal mean diameter")
+ERYTHEMA_MEAN_DIAMETER = private_code("ERY-MEAN-DIAM", "Erythema mean diameter")
+WHEAL_ERYTHEMA_RATIO = private_code("WHEAL-ERY-RATIO", "Wheal/erythema area ratio")
+PIXEL_LENGTH = Code("{pixel}", "UCUM", "pixel")
+"""Length unit of an uncalibrated photograph (areas use PIXELS)."""
+NO_UNITS = Code("1", "UCUM", "no units")
+"""Unit of a dimensionless ratio."""
