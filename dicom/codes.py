@@ -151,3 +151,11 @@ PIXEL_LENGTH = Code("{pixel}", "UCUM", "pixel")
 """Length unit of an uncalibrated photograph (areas use PIXELS)."""
 NO_UNITS = Code("1", "UCUM", "no units")
 """Unit of a dimensionless ratio."""
+
+# --- Vitiligo close-up (apps.vitiligo_lesion; SEEDS.md B): one group per photograph ---
+VITILIGO_SKIN_PERCENT = private_code("VIT-SKIN-PCT", "Vitiligo area (percent of visible skin)")
+VISIBLE_SKIN_AREA = private_code("VISIBLE-SKIN", "Visible skin area")
+VITILIGO_RGB_DIFFERENCE = private_code("VIT-RGB-DIFF", "Mean RGB distance, lesion vs surrounding skin")
+VITILIGO_DELTA_E2000 = private_code("VIT-DE2000", "CIEDE2000, lesion vs surrounding skin")
+VITILIGO_LESION_COUNT = private_code("VIT-LESIONS", "Number of vitiligo lesions")
+LESION_COUNT_UNIT = Code("{lesions}", "UCUM", "lesions")
