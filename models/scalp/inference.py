@@ -1,0 +1,84 @@
+"""Scalp grading at inference time: the app's single entry point to the network.
+
+    grader = ScalpGrader.load()                 # shipped weights, or .load(path_to_pt)
+    result = grader.predict(rgb)                # ScalpGrades: grades (6,), probabilities (6, 4)
+
+The photograph is letterboxed to the config's ``input_size`` exactly like training.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import INDICATORS
+from .config import ScalpTrainConfig, load_scalp_config
+from .data import prepare_image
+from .network import build_scalp_model
+
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+DEFAULT_WEIGHTS = WEIGHTS_DIR / "scalp_efficientnet_b0.pt"
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return {k: (v.float() if torch.is_floating_point(v) else v) for k, v in state.items()}
+
+
+@dataclass(frozen=True)
+class ScalpGrades:
+    grades: np.ndarray  # int (6,), INDICATORS order
+    probabilities: np.ndarray  # float (6, 4)
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: int(g) for name, g in zip(INDICATORS, self.grades)}
+
+
+class ScalpGrader:
+    """Shared-backbone six-head grader with the identity the DICOM SR records."""
+
+    def __init__(self, model: torch.nn.Module, config: ScalpTrainConfig, weights_path: Path) -> None:
+        self.model = model.eval()
+        self.config = config
+        self.weights_path = Path(weights_path)
+        self.input_size = int(config.data.input_size)
+        self.name: str = config.name
+        self.version: str = str(config.version)
+        self.weights_sha256: str = file_sha256(self.weights_path)
+        self.architecture: str = (f"MONAI EfficientNetBN {config.model.backbone} shared backbone + "
+                                  f"{config.model.num_indicators} {config.model.num_grades}-class heads, "
+                                  f"letterbox {self.input_size}x{self.input_size}")
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, num_threads: int | None = None) -> "ScalpGrader":
+        weights = Path(path) if path is not None else DEFAULT_WEIGHTS
+        if not weights.is_file():
+            raise FileNotFoundError(f"scalp weights not found: {weights}")
+        cfg_path = weights.with_suffix(".yaml")
+        if not cfg_path.is_file():
+            raise FileNotFoundError(f"config for {weights.name} not found: {cfg_path}")
+        config = load_scalp_config(cfg_path)
+        torch.set_num_threads(num_threads or max(1, min(os.cpu_count() or 1, 8)))
+        model = build_scalp_model(config.model)
+        model.load_state_dict(load_state_dict(weights))
+        return cls(model, config, weights)
+
+    @torch.inference_mode()
+    def predict(self, rgb: np.ndarray) -> ScalpGrades:
+        image = np.asarray(rgb)
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError("rgb must be uint8 (H, W, 3)")
+        prob = self.model(prepare_image(image, self.input_size).unsqueeze(0)).softmax(-1)[0].numpy()
+        return ScalpGrades(prob.argmax(-1), prob.astype(np.float64))
