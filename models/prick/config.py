@@ -1,0 +1,106 @@
+"""Typed configuration of a skin prick segmentation run, saved as YAML beside the weights.
+
+``skin_prick_paper.yaml`` is the paper's recipe (U-Net base width 64, 512x512, Dice loss,
+Adam lr 1e-3, batch 32, 100 epochs, early stopping patience 15, rotation 30 deg, flips,
+30 % shift and zoom); ``skin_prick_shipped.yaml`` is the CPU schedule the shipped weights
+were trained with. Both use the same schema and code path.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import yaml
+
+from models.config import from_dict, to_dict
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+@dataclass
+class UNetConfig:
+    """The paper's U-Net layout; ``base_width`` channels at full resolution, x2 per level."""
+
+    architecture: Literal["unet"] = "unet"
+    base_width: int = 64
+    depth: int = 4  # number of 2x2 max-pools (the original U-Net: 4)
+    num_classes: int = 3  # background, erythema halo, wheal
+    batch_norm: bool = False  # not in the paper; helps a narrow net converge in few iterations
+
+
+@dataclass
+class AugmentConfig:
+    """The paper's augmentations (Keras ImageDataGenerator style) plus optional colour jitter."""
+
+    enabled: bool = True
+    rotation_deg: float = 30.0
+    hflip: float = 0.5
+    vflip: float = 0.5
+    shift: float = 0.3  # fraction of the image side
+    zoom: float = 0.3  # scale in [1 - zoom, 1 + zoom]
+    brightness: float = 0.0  # multiplicative +- (not in the paper)
+    saturation: float = 0.0  # +- (not in the paper)
+
+
+@dataclass
+class DataConfig:
+    """Training samples: the synthetic generator or a user folder (images/ + masks/).
+
+    Folder layout: ``ROOT/images/NAME.png|jpg|jpeg`` (RGB photograph) and
+    ``ROOT/masks/NAME.png`` (label map, same size: 0 background, 1 erythema halo,
+    2 wheal; the wheal lies inside the erythema).
+    """
+
+    source: Literal["synthetic", "folder"] = "synthetic"
+    folder: str | None = None
+    input_size: int = 512  # the photograph is letterboxed to input_size x input_size
+    train_crop: int = 0  # >0: train on random crops of this size (scale kept), infer at input_size
+    synthetic_pool: int = 400  # synthetic samples generated once and re-augmented
+    val_samples: int = 40  # synthetic validation samples (another seed range)
+    split: tuple[float, float, float] = (0.7, 0.1, 0.2)  # folder: train/val/test (paper 7:1:2)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass
+class OptimConfig:
+    optimizer: Literal["adam"] = "adam"
+    lr: float = 1e-3
+    batch_size: int = 32
+    epochs: int = 100
+    iterations_per_epoch: int = 0  # 0: one pass over the training set
+    early_stopping_patience: int = 15  # epochs without validation Dice improvement
+    max_minutes: float = 0.0  # >0: stop (keeping the best epoch) after this wall time
+
+
+@dataclass
+class LossConfig:
+    name: Literal["dice", "dice_ce"] = "dice"  # the paper: Dice-coefficient loss
+    ce_weight: float = 1.0  # dice_ce only
+
+
+@dataclass
+class PrickConfig:
+    name: str = "skin_prick_unet"
+    version: str = "0.0.0"
+    description: str = ""
+    seed: int = 0
+    num_threads: int = 2
+    model: UNetConfig = field(default_factory=UNetConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+
+
+def load_config(path: str | Path) -> PrickConfig:
+    """Load a PrickConfig from YAML; a bare name is looked up in models/configs/."""
+    p = Path(path)
+    if not p.exists() and (CONFIG_DIR / f"{p.name}.yaml").exists():
+        p = CONFIG_DIR / f"{p.name}.yaml"
+    with open(p, encoding="utf-8") as fh:
+        return from_dict(PrickConfig, yaml.safe_load(fh) or {})
+
+
+def save_config(cfg: PrickConfig, path: str | Path) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        yaml.safe_dump(to_dict(cfg), fh, sort_keys=False)

@@ -1,0 +1,119 @@
+"""Skin prick segmentation at inference time: the app's single entry point to the network.
+
+    seg = PrickSegmenter.load()          # shipped weights, or .load(path_to_pt)
+    erythema, wheal = seg.predict(rgb)   # bool (H, W) each, full resolution
+
+The whole photograph is letterboxed to the config's ``input_size`` (512, as in the paper),
+the U-Net runs once at that size, and only the two class masks (erythema = labels 1|2,
+i.e. the whole reaction including the wheal; wheal = label 2) are mapped back to the
+photograph (uint8 linear resize + 0.5 threshold: smooth borders, cheap at 4000 px).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from models.data import letterbox
+
+from . import ERYTHEMA_HALO, WHEAL
+from .config import PrickConfig, load_config
+from .data import to_tensor
+from .unet import build_unet
+
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+DEFAULT_WEIGHTS = WEIGHTS_DIR / "skin_prick_unet.pt"
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    return {k: (v.float() if torch.is_floating_point(v) else v) for k, v in state.items()}
+
+
+def predict_label_maps(model: torch.nn.Module, boxed: list[np.ndarray], bf16: bool = False) -> np.ndarray:
+    """Label maps (N, S, S) uint8 (0/1/2) for letterboxed uint8 RGB squares."""
+    x = torch.stack([to_tensor(b) for b in boxed])
+    with torch.inference_mode():
+        if bf16:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                logits = model(x)
+        else:
+            logits = model(x)
+    return logits.float().argmax(1).to(torch.uint8).numpy()
+
+
+class PrickSegmenter:
+    """U-Net wheal/erythema segmenter with the identity the DICOM SR records."""
+
+    def __init__(self, model: torch.nn.Module, config: PrickConfig, weights_path: Path, bf16: bool = False) -> None:
+        self.model = model.eval()
+        self.config = config
+        self.weights_path = Path(weights_path)
+        self.input_size = int(config.data.input_size)
+        self.bf16 = bf16
+        self.name: str = config.name
+        self.version: str = str(config.version)
+        self.weights_sha256: str = file_sha256(self.weights_path)
+        m = config.model
+        self.architecture = (f"U-Net (base width {m.base_width}, depth {m.depth}, "
+                             f"{'batch norm' if m.batch_norm else 'no batch norm'}), "
+                             f"input {self.input_size}x{self.input_size}")
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, num_threads: int | None = None, bf16: bool = False) -> "PrickSegmenter":
+        weights = Path(path) if path is not None else DEFAULT_WEIGHTS
+        if not weights.exists():
+            raise FileNotFoundError(f"skin prick weights not found: {weights}")
+        cfg_path = weights.with_suffix(".yaml")
+        if not cfg_path.exists():
+            raise FileNotFoundError(f"config for {weights.name} not found: {cfg_path}")
+        config = load_config(cfg_path)
+        if num_threads is None:
+            num_threads = max(1, min(os.cpu_count() or 1, 8))
+        torch.set_num_threads(num_threads)
+        model = build_unet(config.model)
+        model.load_state_dict(load_state_dict(weights))
+        return cls(model, config, weights, bf16=bf16)
+
+    def predict_boxed(self, rgb: np.ndarray) -> tuple[np.ndarray, object]:
+        """(label map at input_size restricted to the content, letterbox info)."""
+        boxed, info = letterbox(rgb, self.input_size)
+        labels = predict_label_maps(self.model, [boxed], self.bf16)[0]
+        return labels[info.y0:info.y0 + info.h, info.x0:info.x0 + info.w], info
+
+    def predict(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Full-resolution (erythema incl. wheal, wheal) boolean masks of an RGB photograph."""
+        rgb = np.asarray(rgb)
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise ValueError("rgb must be uint8 (H, W, 3)")
+        labels, _ = self.predict_boxed(rgb)
+        return upsample_masks(labels, rgb.shape[:2])
+
+
+def upsample_masks(labels: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Label map (content part) -> full-size (erythema incl. wheal, wheal) boolean masks."""
+    h, w = shape
+    out = []
+    for sel in (labels >= ERYTHEMA_HALO, labels == WHEAL):
+        small = sel.astype(np.uint8) * 255
+        if small.shape != (h, w):
+            big = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+        else:
+            big = small
+        out.append(big >= 128)
+    erythema, wheal = out
+    return erythema | wheal, wheal
