@@ -1,0 +1,5 @@
+import sys
+
+from apps.scalp.app import main
+
+sys.exit(main())

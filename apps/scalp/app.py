@@ -1,0 +1,80 @@
+"""Scalp app: DICOM scalp photographs in, a TID 1500 SR (+ results.json) out.
+
+    python -m apps.scalp -i IN -o OUT [-m MODELS]
+
+Pipeline: load photographs -> scalp grading (EfficientNet, six 4-class heads) -> SR -> results.json.
+Nothing is segmented, so no SEG is written: each photograph's SR group refers to the whole
+image (SCOORD = the image border rectangle).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from pathlib import Path
+
+from holoscan.conditions import CountCondition
+from monai.deploy.core import Application
+
+from apps import runtime
+from operators.photo_loader import DicomPhotoLoaderOperator
+from operators.results_writer import ResultsWriterOperator
+from operators.scalp_grading import ScalpGradingOperator
+from operators.sr_writer import SrWriterOperator
+
+log = logging.getLogger("dermpacs")
+APP_NAME = "scalp"
+WEIGHTS_PATTERN = "scalp*.pt"
+SHIPPED_WEIGHTS = Path(__file__).resolve().parents[2] / "models" / "weights" / "scalp_efficientnet_b0.pt"
+
+
+def load_grader(model_path: str | None):
+    """The grader for ``-m`` (or the shipped weights), loaded once per process."""
+    weights = runtime.resolve_weights(model_path, SHIPPED_WEIGHTS, WEIGHTS_PATTERN).resolve()
+    return _cached_grader(weights, weights.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_grader(weights: Path, _mtime_ns: int):
+    from models.scalp.inference import ScalpGrader
+
+    return ScalpGrader.load(weights)
+
+
+class ScalpApp(Application):
+    """A MONAI Deploy application; ``results`` holds the cases after ``run()``."""
+
+    def compose(self) -> None:
+        context = Application.init_app_context(self.argv)
+        input_folder, output_folder = Path(context.input_path), Path(context.output_path)
+        grader = load_grader(context.model_path)
+        algorithm = runtime.algorithm_identity(APP_NAME, grader)
+
+        loader = DicomPhotoLoaderOperator(self, CountCondition(self, 1), input_folder=input_folder, name="photo_loader")
+        grading = ScalpGradingOperator(self, grader=grader, name="scalp_grading")
+        sr = SrWriterOperator(self, output_folder=output_folder, algorithm=algorithm, name="sr_writer")
+        self.results = ResultsWriterOperator(
+            self, output_folder=output_folder, app_name=APP_NAME, algorithm=algorithm,
+            headline_key="grade_summary", headline_label="grades", name="results_writer",
+        )
+        pipeline = [loader, grading, sr, self.results]
+        for upstream, downstream in zip(pipeline, pipeline[1:]):
+            self.add_flow(upstream, downstream, {("cases", "cases")})
+
+
+def main(argv: list[str] | None = None) -> int:
+    runtime.configure_logging()
+    runtime.tune_allocator()
+    app = runtime.run_application(ScalpApp, argv)
+    cases = getattr(getattr(app, "results", None), "cases", [])
+    if not cases:
+        print("no input files found", file=sys.stderr)
+        return runtime.EXIT_NOTHING_ANALYSED
+    if not any(c.ok for c in cases):
+        return runtime.EXIT_NOTHING_ANALYSED
+    return runtime.EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
