@@ -31,6 +31,7 @@ import re
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import cv2
@@ -317,11 +318,22 @@ def test_ohif_shows_photo_seg_overlay_and_sr_measurements(analysed, viewer):
     photo, seg, sr = run["photo"], run["segs"][0], run["srs"][0]
     for path in (photo, seg, sr):
         assert pacs.upload(path)["Status"] in ("Success", "AlreadyStored")
-    report = run_ohif_check(web, photo, seg, sr, case, ARTEFACTS / case.name / "ohif")
+    out_dir = ARTEFACTS / case.name / "ohif"
+    report = run_ohif_check(web, photo, seg, sr, case, out_dir)
     problems = judge(report, photo, seg, sr, case)
-    assert not problems, (
-        f"{case.module} in OHIF ({ARTEFACTS / case.name / 'ohif'}):\n- " + "\n- ".join(problems)
-    )
+    for nudge in report.get("srNudges") or []:
+        warnings.warn(f"{case.name}: OHIF needed a nudge to draw the SR: {nudge['what']}", stacklevel=1)
+    assert not problems, f"{case.module} in OHIF ({out_dir}):\n- " + "\n- ".join(problems)
+    write_overview(out_dir / "2-seg.png", out_dir / "overview.png")
+
+
+def write_overview(screenshot: Path, target: Path, width: int = 1200) -> None:
+    """A README-sized copy of a screenshot: scaled to ``width`` and reduced to 256 colours (< 500 kB)."""
+    from PIL import Image
+
+    image = Image.open(screenshot).convert("RGB")
+    image = image.resize((width, round(image.height * width / image.width)), Image.Resampling.LANCZOS)
+    image.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(target, optimize=True)
 
 
 # ----------------------------------------------------------------- test of the test
