@@ -1,0 +1,99 @@
+"""Evaluate close-up vitiligo weights: the paper's F1 table (SEEDS.md B) on held-out data.
+
+    python -m models.lesion.evaluate --weights models/weights/vitiligo_lesion_*.pt --out runs/eval_lesion
+    python -m models.lesion.evaluate --weights W.pt --data-folder HELDOUT --out runs/eval_local
+
+Per weights file: lesion F1 (the paper's metric), IoU, precision, recall, pooled over the
+held-out set (confusion summed over images), plus visible-skin IoU. Writes
+``OUT/metrics.json`` and ``OUT/f1_table.png`` (ours next to the paper's numbers).
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+from pathlib import Path
+
+import numpy as np
+
+from models.metrics import Confusion, confusion, f1, iou, precision, recall
+
+PAPER_F1 = {
+    ("deeplabv3", "resnet50"): 86.01, ("deeplabv3", "mobilenetv3_small"): 83.82,
+    ("unet", "resnet50"): 85.23, ("unet", "mobilenetv3_small"): 83.88,
+}
+
+
+def evaluate_weights(weights: str | Path, pairs) -> dict:
+    from .inference import CloseUpSegmenter
+
+    seg = CloseUpSegmenter.load(weights)
+    lesion_c, skin_c = Confusion(0, 0, 0, 0), Confusion(0, 0, 0, 0)
+    for image, labels in pairs:
+        skin, prob = seg.predict(image)
+        lesion_c = lesion_c + confusion(prob >= 0.5, labels == 2)
+        skin_c = skin_c + confusion(skin, labels >= 1)
+    return {
+        "f1": round(100 * f1(lesion_c), 2), "iou": round(100 * iou(lesion_c), 2),
+        "precision": round(100 * precision(lesion_c), 2), "recall": round(100 * recall(lesion_c), 2),
+        "skin_iou": round(100 * iou(skin_c), 2), "images": len(pairs),
+        "lesion_pixel_percent": round(100 * float(np.mean([np.mean(l == 2) for _, l in pairs])), 2),
+    }
+
+
+def _figure(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"{r['architecture']}\n{r['encoder']}" for r in rows]
+    x = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(max(4, 2.2 * len(rows)), 3.5))
+    ax.bar(x - 0.2, [r["f1"] for r in rows], 0.4, label="ours (held-out synthetic)")
+    ax.bar(x + 0.2, [r["paper_f1"] or 0 for r in rows], 0.4, label="paper (real web images)")
+    ax.set_xticks(x, labels, fontsize=8)
+    ax.set_ylabel("lesion F1 %")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", nargs="+", default=["models/weights/vitiligo_lesion_*.pt"])
+    p.add_argument("--data-folder", help="held-out ROOT/images + ROOT/masks (+ skin/); default synthetic")
+    p.add_argument("--n", type=int, help="number of held-out synthetic images (default: config n_val)")
+    p.add_argument("--out", default="runs/eval_vitiligo_lesion")
+    a = p.parse_args(argv)
+    from .config import load_lesion_config
+    from .data import build_pairs, read_folder, resize_pair
+
+    files = sorted({f for w in a.weights for f in (glob.glob(w) or [w])})
+    rows, cache = [], {}
+    for weights in files:
+        cfg = load_lesion_config(Path(weights).with_suffix(".yaml"))
+        if a.data_folder:
+            pairs = [resize_pair(i, l, cfg.data.resize) for i, l in read_folder(a.data_folder)]
+        else:
+            if a.n:
+                cfg.data.n_val = a.n
+            key = (cfg.data.val_seed, cfg.data.n_val, cfg.data.resize)
+            pairs = cache.setdefault(key, build_pairs(cfg.data, "val"))
+        m = evaluate_weights(weights, pairs)
+        row = {"weights": Path(weights).name, "architecture": cfg.model.architecture, "encoder": cfg.model.encoder,
+               **m, "paper_f1": PAPER_F1.get((cfg.model.architecture, cfg.model.encoder))}
+        rows.append(row)
+        print(f"{row['weights']}: F1 {m['f1']:.2f} IoU {m['iou']:.2f} P {m['precision']:.2f} R {m['recall']:.2f}"
+              f" (paper F1 {row['paper_f1']})")
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps({"data": a.data_folder or "synthetic held-out", "rows": rows}, indent=2))
+    _figure(rows, out / "f1_table.png")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
