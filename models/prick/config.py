@@ -86,6 +86,7 @@ class PrickConfig:
     description: str = ""
     seed: int = 0
     num_threads: int = 2
+    init_weights: str | None = None  # start from these weights (fine-tune / continue a run)
     model: UNetConfig = field(default_factory=UNetConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)

@@ -44,6 +44,7 @@ class PrickSample:
     px_per_mm: float
     fitzpatrick: int
     sites: list[PrickSite] = field(default_factory=list)
+    covered_rows: tuple[int, int] = (0, 0)  # rows [start, stop) hidden by a background strip
 
     @property
     def positive_sites(self) -> int:
@@ -133,8 +134,12 @@ def _pen_marks(rng: np.random.Generator, img: np.ndarray, sites: list[PrickSite]
 
 def generate_sample(seed: int, index: int, size: tuple[int, int] = (512, 512),
                     n_sites: int | None = None, negative_fraction: float = 0.25,
-                    fitzpatrick: int | None = None) -> PrickSample:
-    """One synthetic photograph ``size`` = (height, width) and its label map."""
+                    fitzpatrick: int | None = None, positive_control: bool = True) -> PrickSample:
+    """One synthetic photograph ``size`` = (height, width) and its label map.
+
+    The first site is the histamine control ("H"), positive unless ``positive_control``
+    is False (with ``negative_fraction=1`` that gives a photograph without any reaction).
+    """
     rng = sample_rng(seed, index)
     h, w = size
     fitz = int(fitzpatrick or rng.integers(1, 7))
@@ -173,7 +178,7 @@ def generate_sample(seed: int, index: int, size: tuple[int, int] = (512, 512),
     erythema_masks: list[np.ndarray] = []
     for i, (cx, cy) in enumerate(centers):
         site = PrickSite((cx, cy), positive=bool(rng.random() >= negative_fraction), label=names[i])
-        if i == 0:  # histamine control is positive
+        if i == 0 and positive_control:  # histamine control is positive
             site.positive = True
         if site.positive:
             # Neighbouring halos mostly stay apart; now and then two touch (max 1.1 x spacing).
@@ -189,7 +194,9 @@ def generate_sample(seed: int, index: int, size: tuple[int, int] = (512, 512),
             else:
                 wh_poly = _blob_polygon(rng, cx + ox, cy + oy, wheal_mm / 2 * px_per_mm, rng.uniform(0.05, 0.3),
                                         rng.uniform(1, 1.15))
-            wh_mask = _fill((h, w), wh_poly) & er_mask
+            # The wheal stays inside the halo with at least ~0.5 mm of erythema around it.
+            k = 2 * max(1, int(round(0.5 * px_per_mm))) + 1
+            wh_mask = _fill((h, w), wh_poly) & cv2.erode(er_mask.view(np.uint8), np.ones((k, k), np.uint8)).astype(bool)
             erythema_masks.append(er_mask)
             strength = rng.uniform(0.25, 1.0)
             sigma = max(0.7, rng.uniform(0.06, 0.14) * ery_mm / 2 * px_per_mm)
@@ -236,6 +243,7 @@ def generate_sample(seed: int, index: int, size: tuple[int, int] = (512, 512),
                    tuple(float(c) for c in base * rng.uniform(0.45, 0.7)), -1, cv2.LINE_AA)
     out = np.clip(img, 0, 255).astype(np.uint8)
     _pen_marks(rng, out, sites, px_per_mm)
+    covered = (0, 0)
     if rng.random() < 0.25:  # a strip of background (table / sleeve) at one edge
         side = int(rng.integers(0, 2))
         k = int(rng.uniform(0.04, 0.1) * h)
@@ -243,11 +251,14 @@ def generate_sample(seed: int, index: int, size: tuple[int, int] = (512, 512),
         if side == 0:
             out[:k] = colour
             label[:k] = 0
+            covered = (0, k)
         else:
             out[h - k:] = colour
             label[h - k:] = 0
+            covered = (h - k, h)
     noise = rng.normal(0, rng.uniform(1, 4), out.shape).astype(np.float32)
     out = np.clip(out.astype(np.float32) + noise, 0, 255).astype(np.uint8)
     if rng.random() < 0.3:
         out = cv2.GaussianBlur(out, (0, 0), rng.uniform(0.4, 1.0))
-    return PrickSample(image=out, label=label, px_per_mm=float(px_per_mm), fitzpatrick=fitz, sites=sites)
+    return PrickSample(image=out, label=label, px_per_mm=float(px_per_mm), fitzpatrick=fitz, sites=sites,
+                       covered_rows=covered)

@@ -76,6 +76,11 @@ def train(cfg: PrickConfig, out: str | Path, folder: str | None = None, train_na
     torch.set_num_threads(max(1, cfg.num_threads))
     train_set, val_set = datasets_for(cfg, folder, train_names, val_names)
     model = build_unet(cfg.model)
+    if cfg.init_weights:
+        from .inference import load_state_dict
+
+        model.load_state_dict(load_state_dict(cfg.init_weights))
+        log(f"initialised from {cfg.init_weights}")
     optimiser = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr)
     bs = cfg.optim.batch_size
     per_epoch = cfg.optim.iterations_per_epoch or max(1, math.ceil(len(train_set) / bs))
@@ -139,8 +144,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--max-minutes", type=float)
     p.add_argument("--lr", type=float)
+    p.add_argument("--init-weights", help="start from these weights (e.g. the shipped ones) instead of random")
     args = p.parse_args(argv)
     cfg = load_config(args.config)
+    if args.init_weights:
+        cfg.init_weights = args.init_weights
     if args.data_folder:
         cfg.data.source, cfg.data.folder = "folder", args.data_folder
     for attr, value in (("name", args.name), ("version", args.version)):
@@ -150,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
                         ("batch_size", args.batch_size), ("max_minutes", args.max_minutes), ("lr", args.lr)):
         if value is not None:
             setattr(cfg.optim, attr, value)
-    train(cfg, args.out)
+    train(cfg, args.out, log=lambda line: print(line, flush=True))
     return 0
 
 

@@ -1,0 +1,91 @@
+"""Skin prick test app: DICOM photographs in, DICOM SEG + TID 1500 SR (+ PNG previews) out.
+
+    python -m apps.skin_prick -i IN -o OUT [-m MODELS]
+
+Pipeline: load photographs -> wheal/erythema segmentation (U-Net, whole photograph
+letterboxed to the model's input) -> reactions (one per prick site: areas, mean
+diameters, wheal/erythema ratio) -> SEG -> SR -> overlay PNG -> results.json.
+
+A photograph without any reaction is analysed (status "analysed", result "analysed, no
+reaction found", 0 reactions) but gets no SEG and no SR: an SR needs at least one group
+with an outline for OHIF, and an empty SEG carries nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from pathlib import Path
+
+from holoscan.conditions import CountCondition
+from monai.deploy.core import Application
+
+from apps import runtime
+from operators.overlay_writer import OverlayWriterOperator
+from operators.photo_loader import DicomPhotoLoaderOperator
+from operators.results_writer import ResultsWriterOperator
+from operators.seg_writer import SegWriterOperator
+from operators.skin_prick_measurement import SkinPrickMeasurementOperator
+from operators.skin_prick_segmentation import SkinPrickSegmentationOperator
+from operators.sr_writer import SrWriterOperator
+
+log = logging.getLogger("dermpacs")
+APP_NAME = "skin prick test"
+WEIGHTS_PATTERN = "skin_prick*.pt"
+
+SHIPPED_WEIGHTS = Path(__file__).resolve().parents[2] / "models" / "weights" / "skin_prick_unet.pt"
+
+
+def load_segmenter(model_path: str | None):
+    """The segmenter for ``-m`` (or the shipped weights), loaded once per process."""
+    weights = runtime.resolve_weights(model_path, SHIPPED_WEIGHTS, WEIGHTS_PATTERN).resolve()
+    return _cached_segmenter(weights, weights.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_segmenter(weights: Path, _mtime_ns: int):
+    from models.prick.inference import PrickSegmenter
+
+    return PrickSegmenter.load(weights)
+
+
+class SkinPrickApp(Application):
+    """A MONAI Deploy application; ``results`` holds the cases after ``run()``."""
+
+    def compose(self) -> None:
+        context = Application.init_app_context(self.argv)
+        input_folder, output_folder = Path(context.input_path), Path(context.output_path)
+        segmenter = load_segmenter(context.model_path)
+        algorithm = runtime.algorithm_identity(APP_NAME, segmenter)
+
+        loader = DicomPhotoLoaderOperator(self, CountCondition(self, 1), input_folder=input_folder, name="photo_loader")
+        segment = SkinPrickSegmentationOperator(self, segmenter=segmenter, name="wheal_erythema_segmentation")
+        measure = SkinPrickMeasurementOperator(self, name="prick_site_measurement")
+        seg = SegWriterOperator(self, output_folder=output_folder, algorithm=algorithm, name="seg_writer")
+        sr = SrWriterOperator(self, output_folder=output_folder, algorithm=algorithm, name="sr_writer")
+        overlay = OverlayWriterOperator(self, output_folder=output_folder, name="overlay_writer")
+        self.results = ResultsWriterOperator(
+            self, output_folder=output_folder, app_name=APP_NAME, algorithm=algorithm,
+            headline_key="result", headline_label="skin prick test", name="results_writer",
+        )
+        pipeline = [loader, segment, measure, seg, sr, overlay, self.results]
+        for upstream, downstream in zip(pipeline, pipeline[1:]):
+            self.add_flow(upstream, downstream, {("cases", "cases")})
+
+
+def main(argv: list[str] | None = None) -> int:
+    runtime.configure_logging()
+    runtime.tune_allocator()
+    app = runtime.run_application(SkinPrickApp, argv)
+    cases = getattr(getattr(app, "results", None), "cases", [])
+    if not cases:
+        print("no input files found", file=sys.stderr)
+        return runtime.EXIT_NOTHING_ANALYSED
+    if not any(c.ok for c in cases):
+        return runtime.EXIT_NOTHING_ANALYSED
+    return runtime.EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""Skin prick reactions from the two masks: grouping, diameters, areas, ratio; Bland-Altman.
+
+Conventions (documented in the app README section and the model card):
+
+- Erythema is the whole erythematous reaction, wheal included (its outer border, what the
+  paper's experts outlined); the wheal lies inside it. Erythema area and diameters are
+  measured on that region, so wheal/erythema area ratio = wheal area / erythema area <= 1.
+- A reaction is a connected component (8-connectivity) of the erythema mask. Two halos
+  that touch form one component; when it holds two or more separate wheals it is split
+  between them by a watershed of the distance transform seeded with the wheals.
+- Mean diameter = (longest diameter + the diameter perpendicular to it) / 2, the clinical
+  convention. Longest diameter = the largest distance between two points of the region's
+  outline (pixel corners, so a 40x30 pixel rectangle measures 50 along its diagonal);
+  perpendicular diameter = the region's extent (caliper width) at right angles to it.
+  With a Pixel Spacing the outline is scaled to mm first (non-square pixels handled).
+- Reactions are numbered in reading order: rows top to bottom (a new row starts when a
+  centre lies lower than half the median reaction diameter below the row's first one),
+  left to right within a row.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Diameters:
+    longest: float
+    perpendicular: float
+
+    @property
+    def mean(self) -> float:
+        return (self.longest + self.perpendicular) / 2
+
+
+def _corner_points(mask: np.ndarray) -> np.ndarray:
+    """(N, 2) x, y pixel-corner coordinates of the outer boundary pixels of ``mask``."""
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    if not contours:
+        return np.zeros((0, 2), np.float64)
+    centres = np.concatenate([c.reshape(-1, 2) for c in contours]).astype(np.float64)
+    offsets = np.array([[-0.5, -0.5], [0.5, -0.5], [0.5, 0.5], [-0.5, 0.5]])
+    return (centres[:, None, :] + offsets[None]).reshape(-1, 2)
+
+
+def diameters(mask: np.ndarray, spacing: tuple[float, float] | None = None) -> Diameters:
+    """Longest diameter and perpendicular extent of a mask, in pixels or mm.
+
+    ``spacing`` is (row, column) in mm per pixel (DICOM Pixel Spacing order).
+    """
+    pts = _corner_points(mask)
+    if len(pts) == 0:
+        return Diameters(0.0, 0.0)
+    if spacing is not None:
+        pts = pts * np.array([spacing[1], spacing[0]], np.float64)
+    hull = cv2.convexHull(pts.astype(np.float32)).reshape(-1, 2).astype(np.float64)
+    if len(hull) < 2:
+        return Diameters(0.0, 0.0)
+    d = hull[:, None, :] - hull[None, :, :]
+    dist2 = (d**2).sum(-1)
+    i, j = np.unravel_index(int(np.argmax(dist2)), dist2.shape)
+    longest = float(np.sqrt(dist2[i, j]))
+    u = (hull[j] - hull[i]) / longest
+    proj = hull @ np.array([-u[1], u[0]])
+    return Diameters(longest, float(proj.max() - proj.min()))
+
+
+@dataclass
+class Reaction:
+    """One prick-site reaction: masks cropped to ``bbox`` = (x0, y0, x1, y1) (exclusive)."""
+
+    bbox: tuple[int, int, int, int]
+    erythema: np.ndarray  # bool, whole reaction (wheal included)
+    wheal: np.ndarray  # bool, inside erythema
+    centroid_xy: tuple[float, float]
+
+    @property
+    def erythema_pixels(self) -> int:
+        return int(np.count_nonzero(self.erythema))
+
+    @property
+    def wheal_pixels(self) -> int:
+        return int(np.count_nonzero(self.wheal))
+
+    @property
+    def ratio(self) -> float:
+        """Wheal area / erythema area (the erythema includes the wheal)."""
+        return self.wheal_pixels / self.erythema_pixels if self.erythema_pixels else 0.0
+
+    def outline_xy(self) -> np.ndarray:
+        """(N, 2) x, y closed outline of the erythema (equal to the wheal's without a halo)."""
+        contours, _ = cv2.findContours(self.erythema.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        contour = max(contours, key=cv2.contourArea)
+        contour = cv2.approxPolyDP(contour, 0.5, True).reshape(-1, 2).astype(np.float64)
+        if len(np.unique(contour, axis=0)) < 3:  # a one- or two-pixel-wide region: use its box
+            x0, y0, x1, y1 = 0, 0, self.erythema.shape[1], self.erythema.shape[0]
+            ys, xs = np.nonzero(self.erythema)
+            x0, x1, y0, y1 = xs.min() - 0.5, xs.max() + 0.5, ys.min() - 0.5, ys.max() + 0.5
+            contour = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]])
+        return contour + np.array([self.bbox[0], self.bbox[1]], np.float64)
+
+    def full_masks(self, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        x0, y0, x1, y1 = self.bbox
+        ery, wh = np.zeros(shape, bool), np.zeros(shape, bool)
+        ery[y0:y1, x0:x1] = self.erythema
+        wh[y0:y1, x0:x1] = self.wheal
+        return ery, wh
+
+
+def _split_by_wheals(component: np.ndarray, wheal: np.ndarray, min_wheal_px: int) -> list[np.ndarray]:
+    """Parts of one erythema component, one per separate wheal (watershed), or itself."""
+    n, markers, stats, _ = cv2.connectedComponentsWithStats(wheal.astype(np.uint8), connectivity=8)
+    keep = [k for k in range(1, n) if stats[k, cv2.CC_STAT_AREA] >= min_wheal_px]
+    if len(keep) < 2:
+        return [component]
+    from skimage.segmentation import watershed
+
+    seeds = np.zeros(component.shape, np.int32)
+    for new, k in enumerate(keep, start=1):
+        seeds[markers == k] = new
+    distance = cv2.distanceTransform(component.astype(np.uint8), cv2.DIST_L2, 5)
+    regions = watershed(-distance, seeds, mask=component)
+    return [regions == k for k in range(1, len(keep) + 1)]
+
+
+def find_reactions(erythema: np.ndarray, wheal: np.ndarray, min_area_px: int = 1) -> list[Reaction]:
+    """Reactions in reading order. ``erythema`` may or may not include the wheal already."""
+    erythema = np.asarray(erythema, bool) | np.asarray(wheal, bool)
+    wheal = np.asarray(wheal, bool)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(erythema.astype(np.uint8), connectivity=8)
+    reactions: list[Reaction] = []
+    min_wheal_px = max(1, min_area_px // 4)
+    for k in range(1, n):
+        if stats[k, cv2.CC_STAT_AREA] < min_area_px:
+            continue
+        x, y, w, h = (int(v) for v in stats[k, :4])
+        comp = labels[y:y + h, x:x + w] == k
+        wh = wheal[y:y + h, x:x + w] & comp
+        for part in _split_by_wheals(comp, wh, min_wheal_px):
+            if np.count_nonzero(part) < min_area_px:
+                continue
+            ys, xs = np.nonzero(part)
+            py0, py1, px0, px1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+            reactions.append(Reaction(
+                bbox=(x + int(px0), y + int(py0), x + int(px1), y + int(py1)),
+                erythema=part[py0:py1, px0:px1].copy(),
+                wheal=(wh & part)[py0:py1, px0:px1].copy(),
+                centroid_xy=(float(xs.mean() + x), float(ys.mean() + y)),
+            ))
+    return reading_order(reactions)
+
+
+def reading_order(reactions: list[Reaction]) -> list[Reaction]:
+    """Rows top to bottom, left to right in each row (see the module docstring)."""
+    if not reactions:
+        return []
+    sizes = [2 * np.sqrt(r.erythema_pixels / np.pi) for r in reactions]
+    tolerance = 0.5 * float(np.median(sizes))
+    by_y = sorted(reactions, key=lambda r: r.centroid_xy[1])
+    rows: list[list[Reaction]] = [[by_y[0]]]
+    for r in by_y[1:]:
+        if r.centroid_xy[1] - rows[-1][0].centroid_xy[1] > tolerance:
+            rows.append([r])
+        else:
+            rows[-1].append(r)
+    return [r for row in rows for r in sorted(row, key=lambda r: r.centroid_xy[0])]
+
+
+def bland_altman(predicted, reference) -> dict[str, float]:
+    """Mean difference (predicted - reference), its SD (n-1) and the 95 % limits of agreement."""
+    p, r = np.asarray(predicted, np.float64), np.asarray(reference, np.float64)
+    if p.shape != r.shape or p.ndim != 1 or len(p) < 2:
+        raise ValueError("bland_altman needs two 1-D arrays of the same length >= 2")
+    diff = p - r
+    mean_diff, sd = float(diff.mean()), float(diff.std(ddof=1))
+    return {"n": int(len(p)), "mean_difference": mean_diff, "sd_difference": sd,
+            "loa_lower": mean_diff - 1.96 * sd, "loa_upper": mean_diff + 1.96 * sd}

@@ -1,0 +1,232 @@
+"""Skin prick test models: generator, U-Net, measurements, Bland-Altman, training/evaluation CLIs."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from models.prick import ERYTHEMA_HALO, WHEAL
+from models.prick.config import PrickConfig, UNetConfig, load_config, save_config
+from models.prick.losses import soft_dice_loss
+from models.prick.measure import bland_altman, diameters, find_reactions, reading_order
+from models.prick.synthetic import generate_sample
+from models.prick.unet import UNet, build_unet
+
+# --------------------------------------------------------------------------- generator
+
+
+def test_generator_is_deterministic_and_varies_with_the_index():
+    a, b = generate_sample(3, 7, size=(192, 256)), generate_sample(3, 7, size=(192, 256))
+    assert np.array_equal(a.image, b.image) and np.array_equal(a.label, b.label)
+    c = generate_sample(3, 8, size=(192, 256))
+    assert not np.array_equal(a.image, c.image)
+    assert a.image.shape == (192, 256, 3) and a.image.dtype == np.uint8
+    assert a.label.shape == (192, 256) and a.label.dtype == np.uint8
+
+
+def test_generator_labels_sites_tones_and_sizes():
+    tones, counts = set(), set()
+    for i in range(24):
+        s = generate_sample(0, i, size=(256, 256))
+        tones.add(s.fitzpatrick)
+        counts.add(len(s.sites))
+        assert set(np.unique(s.label)) <= {0, ERYTHEMA_HALO, WHEAL}
+        assert 2 <= len(s.sites) <= 8 and s.sites[0].positive  # histamine control
+        for site in s.sites:
+            if site.positive:
+                assert 2.0 <= site.wheal_mm <= 15.0 and 5.0 <= site.erythema_mm <= 40.0
+                assert site.wheal_mm < site.erythema_mm
+        # every wheal component is surrounded by erythema (or the image edge): no wheal touches background
+        wheal = (s.label == WHEAL).astype(np.uint8)
+        ring = cv2.dilate(wheal, np.ones((3, 3), np.uint8)).astype(bool) & ~wheal.astype(bool)
+        ring[max(0, s.covered_rows[0] - 1):s.covered_rows[1] + 1] = False  # a sleeve may cover a reaction
+        assert not (s.label[ring] == 0).any()
+    assert len(tones) >= 4 and len(counts) >= 3
+
+
+def test_negative_sites_carry_no_label_and_a_photo_without_reaction_is_possible():
+    s = generate_sample(1, 2, size=(256, 320), n_sites=4, negative_fraction=1.0, positive_control=False)
+    assert s.positive_sites == 0 and not s.label.any()
+    assert s.image.std() > 3  # skin texture, lighting, punctures and pen marks are still there
+
+
+# --------------------------------------------------------------------------- U-Net
+
+
+def test_unet_keeps_the_input_size_and_rejects_odd_sizes():
+    net = UNet(num_classes=3, base_width=4, depth=4, batch_norm=True).eval()
+    with torch.inference_mode():
+        assert net(torch.zeros(2, 3, 64, 96)).shape == (2, 3, 64, 96)
+    with pytest.raises(ValueError, match="divisible by 16"):
+        net(torch.zeros(1, 3, 40, 64))
+
+
+def test_paper_config_is_the_papers_recipe_and_builds_the_full_width_unet():
+    cfg = load_config("skin_prick_paper")
+    assert (cfg.model.base_width, cfg.model.depth, cfg.model.batch_norm) == (64, 4, False)
+    assert cfg.data.input_size == 512 and cfg.data.split == (0.7, 0.1, 0.2)
+    assert (cfg.optim.optimizer, cfg.optim.lr, cfg.optim.batch_size) == ("adam", 0.001, 32)
+    assert (cfg.optim.epochs, cfg.optim.early_stopping_patience, cfg.loss.name) == (100, 15, "dice")
+    a = cfg.data.augment
+    assert (a.rotation_deg, a.hflip, a.vflip, a.shift, a.zoom) == (30.0, 0.5, 0.5, 0.3, 0.3)
+    net = build_unet(cfg.model)
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]
+    assert len(convs) == 18 and convs[0].out_channels == 64 and max(c.out_channels for c in convs) == 1024
+    ups = [m for m in net.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
+    assert len(ups) == 4 and all(u.kernel_size == (2, 2) and u.stride == (2, 2) for u in ups)
+    shipped = load_config("skin_prick_shipped")
+    assert shipped.model.base_width < 64
+
+
+def test_config_round_trips_through_yaml(tmp_path):
+    cfg = PrickConfig(name="x", model=UNetConfig(base_width=8))
+    save_config(cfg, tmp_path / "c.yaml")
+    assert load_config(tmp_path / "c.yaml") == cfg
+
+
+def test_dice_loss_is_zero_for_a_perfect_prediction_and_high_for_a_wrong_one():
+    target = torch.zeros(1, 8, 8, dtype=torch.long)
+    target[0, 2:6, 2:6] = 1
+    target[0, 3:5, 3:5] = 2
+    perfect = torch.nn.functional.one_hot(target, 3).permute(0, 3, 1, 2).float() * 50
+    assert soft_dice_loss(perfect, target).item() < 0.02
+    assert soft_dice_loss(perfect.flip(1), target).item() > 0.5
+
+
+# --------------------------------------------------------------------------- measurements
+
+
+def test_rectangle_diameters_by_hand():
+    mask = np.zeros((100, 100), bool)
+    mask[10:40, 20:60] = True  # 40 wide, 30 high
+    d = diameters(mask)
+    assert d.longest == pytest.approx(50.0)  # the diagonal
+    assert d.perpendicular == pytest.approx(48.0)  # 2 * 40 * 30 / 50
+    assert d.mean == pytest.approx(49.0)
+    # Pixel Spacing (row 0.2 mm, column 0.1 mm): 4 mm wide, 6 mm high.
+    dm = diameters(mask, spacing=(0.2, 0.1))
+    assert dm.longest == pytest.approx(np.hypot(4, 6))
+    assert dm.perpendicular == pytest.approx(2 * 4 * 6 / np.hypot(4, 6))
+    assert diameters(np.zeros((5, 5), bool)).mean == 0.0
+
+
+@pytest.mark.parametrize("angle", [0.0, 30.0, 90.0, 135.0])
+def test_ellipse_diameters_match_its_axes_whatever_the_rotation(angle):
+    mask = np.zeros((200, 200), np.uint8)
+    cv2.ellipse(mask, (100, 100), (40, 20), angle, 0, 360, 1, -1)
+    d = diameters(mask.astype(bool))
+    assert d.longest == pytest.approx(81.0, abs=1.5)  # 2a + one pixel (outer pixel corners)
+    assert d.perpendicular == pytest.approx(41.0, abs=1.5)
+    assert d.mean == pytest.approx(61.0, abs=1.5)
+
+
+def test_wheal_erythema_ratio_and_nesting():
+    erythema = np.zeros((60, 60), bool)
+    erythema[10:30, 10:30] = True  # 400 px
+    wheal = np.zeros_like(erythema)
+    wheal[15:25, 15:25] = True  # 100 px
+    (r,) = find_reactions(erythema & ~wheal, wheal)  # erythema given without the wheal: it is added
+    assert (r.erythema_pixels, r.wheal_pixels, r.ratio) == (400, 100, 0.25)
+    outline = r.outline_xy()
+    assert outline[:, 0].min() >= 9 and outline[:, 0].max() <= 30
+
+
+def test_reactions_are_numbered_in_reading_order_and_speckle_is_dropped():
+    erythema = np.zeros((200, 300), bool)
+    wheal = np.zeros_like(erythema)
+    centres = [(250, 52), (50, 48), (150, 55), (60, 150), (240, 148)]  # x, y; two rows
+    for x, y in centres:
+        cv2.circle(erythema.view(np.uint8), (x, y), 20, 1, -1)
+        cv2.circle(wheal.view(np.uint8), (x, y), 6, 1, -1)
+    erythema[195:197, 5:7] = True  # 4 px speckle
+    reactions = find_reactions(erythema, wheal, min_area_px=20)
+    xs_ys = [tuple(round(v, -1) for v in r.centroid_xy) for r in reactions]
+    assert xs_ys == [(50, 50), (150, 60), (250, 50), (60, 150), (240, 150)]
+    assert reading_order([]) == []
+
+
+def test_touching_halos_are_split_between_their_wheals():
+    erythema = np.zeros((100, 160), np.uint8)
+    wheal = np.zeros_like(erythema)
+    cv2.circle(erythema, (50, 50), 30, 1, -1)
+    cv2.circle(erythema, (105, 50), 28, 1, -1)  # overlaps the first halo
+    cv2.circle(wheal, (50, 50), 8, 1, -1)
+    cv2.circle(wheal, (105, 50), 7, 1, -1)
+    left, right = find_reactions(erythema.astype(bool), wheal.astype(bool), min_area_px=10)
+    assert left.erythema_pixels + right.erythema_pixels == np.count_nonzero(erythema)
+    assert left.centroid_xy[0] < 75 < right.centroid_xy[0]
+    assert left.wheal_pixels == np.count_nonzero(wheal[:, :78]) and right.wheal_pixels == np.count_nonzero(wheal[:, 78:])
+    # One halo with one wheal and an erythema-only halo stay one reaction each; no wheal -> ratio 0.
+    only = np.zeros((60, 60), bool)
+    only[10:40, 10:40] = True
+    (r,) = find_reactions(only, np.zeros_like(only))
+    assert r.wheal_pixels == 0 and r.ratio == 0.0
+
+
+def test_bland_altman_by_hand():
+    ba = bland_altman([10, 12, 14, 16], [9, 13, 12, 15])  # differences 1, -1, 2, 1
+    assert ba["n"] == 4
+    assert ba["mean_difference"] == pytest.approx(0.75)
+    sd = np.sqrt(4.75 / 3)
+    assert ba["sd_difference"] == pytest.approx(sd)
+    assert ba["loa_lower"] == pytest.approx(0.75 - 1.96 * sd)
+    assert ba["loa_upper"] == pytest.approx(0.75 + 1.96 * sd)
+    with pytest.raises(ValueError):
+        bland_altman([1.0], [1.0])
+
+
+# --------------------------------------------------------------------------- training / evaluation
+
+
+def _tiny_config(tmp_path):
+    cfg = PrickConfig(name="skin_prick_tiny", version="0.0.1")
+    cfg.model = UNetConfig(base_width=4, depth=2, batch_norm=True)
+    cfg.data.input_size, cfg.data.train_crop = 64, 32
+    cfg.data.synthetic_pool, cfg.data.val_samples = 4, 2
+    cfg.optim.batch_size, cfg.optim.epochs, cfg.optim.iterations_per_epoch = 2, 2, 1
+    cfg.loss.name = "dice_ce"
+    path = tmp_path / "tiny.yaml"
+    save_config(cfg, path)
+    return path
+
+
+def test_train_writes_weights_config_and_history_that_inference_loads(tmp_path):
+    from models.prick.inference import PrickSegmenter
+    from models.prick.train import main as train_main
+
+    assert train_main(["--config", str(_tiny_config(tmp_path)), "--out", str(tmp_path / "run")]) == 0
+    weights = tmp_path / "run" / "skin_prick_tiny.pt"
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert history["epochs_run"] == 2 and history["iterations"] == 2
+    seg = PrickSegmenter.load(weights, num_threads=1)
+    assert seg.name == "skin_prick_tiny" and len(seg.weights_sha256) == 64
+    assert all(v.dtype == torch.float16 for v in torch.load(weights).values() if torch.is_floating_point(v))
+    erythema, wheal = seg.predict(generate_sample(0, 1, size=(90, 130)).image)
+    assert erythema.shape == wheal.shape == (90, 130) and not (wheal & ~erythema).any()
+
+
+def test_folder_dataset_training_and_evaluation_with_cross_validation(tmp_path, capsys):
+    from models.prick.evaluate import main as evaluate_main
+    from models.prick.evaluate import write_synthetic_folder
+
+    root = tmp_path / "data"
+    write_synthetic_folder(root, 4, seed=5, size=96, offset=0)
+    assert sorted(p.name for p in (root / "masks").iterdir())[0] == "prick_0000.png"
+    out = tmp_path / "cv"
+    code = evaluate_main(["--cv", "2", "--config", str(_tiny_config(tmp_path)), "--data", "folder",
+                          "--folder", str(root), "--epochs", "1", "--out", str(out)])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["folds"]) == 2 and set(metrics["classes"]) == {"erythema", "wheal"}
+    assert "2-fold cross-validation" in capsys.readouterr().out
+    # Evaluate one fold's weights on the folder: JSON + Bland-Altman figure.
+    code = evaluate_main(["--weights", str(out / "fold1" / "skin_prick_tiny_fold1.pt"), "--data", "folder",
+                          "--folder", str(root), "--out", str(tmp_path / "eval")])
+    assert code == 0
+    result = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert result["images"] == 4 and 0 <= result["classes"]["erythema"]["dice_mean"] <= 100
+    assert (tmp_path / "eval" / "bland_altman.png").stat().st_size > 1000
