@@ -227,7 +227,7 @@ try {
     });
   });
 
-  if (photoShown) {
+  if (photoShown && spec.segSeriesUID) {
     await phase(async () => {
       await step('SEG opened', async () => {
         await openSeries(spec.segSeriesUID);
@@ -266,7 +266,8 @@ try {
       });
     });
     await notifications();
-
+  }
+  if (photoShown) {
     await phase(async () => {
       await step('SR opened', async () => {
         await openSeries(spec.srSeriesUID);
