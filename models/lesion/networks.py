@@ -30,7 +30,8 @@ class ResNet50Encoder(nn.Module):
         super().__init__()
         from monai.networks.nets import resnet50
 
-        net = resnet50(spatial_dims=2, n_input_channels=3, pretrained=False, feed_forward=False)
+        net = resnet50(spatial_dims=2, n_input_channels=3, pretrained=False, feed_forward=False,
+                       conv1_t_size=7, conv1_t_stride=2)  # torchvision-style stem (MONAI defaults to stride 1)
         self.stem = nn.Sequential(net.conv1, net.bn1, net.act)
         self.pool = net.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4

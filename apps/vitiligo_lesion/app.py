@@ -1,0 +1,87 @@
+"""Vitiligo close-up app: DICOM close-up skin photographs in, DICOM SEG + TID 1500 SR out.
+
+    python -m apps.vitiligo_lesion -i IN -o OUT [-m MODELS]
+
+Pipeline: load photographs -> skin + vitiligo segmentation (U-Net/DeepLabv3, one pass)
+-> lesion area % of visible skin, lesion count, RGB difference and CIEDE2000 against the
+surrounding skin -> SEG -> SR -> overlay PNG -> results.json. The service routes every
+photograph that is not a face, scalp or skin prick test here.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from pathlib import Path
+
+from holoscan.conditions import CountCondition
+from monai.deploy.core import Application
+
+from apps import runtime
+from operators.closeup_segmentation import CloseUpSegmentationOperator
+from operators.overlay_writer import OverlayWriterOperator
+from operators.photo_loader import DicomPhotoLoaderOperator
+from operators.results_writer import ResultsWriterOperator
+from operators.seg_writer import SegWriterOperator
+from operators.sr_writer import SrWriterOperator
+from operators.vitiligo_severity import VitiligoSeverityOperator
+
+log = logging.getLogger("dermpacs")
+APP_NAME = "vitiligo close-up"
+WEIGHTS_PATTERN = "vitiligo_lesion*.pt"
+SHIPPED_WEIGHTS = Path(__file__).resolve().parents[2] / "models" / "weights" / "vitiligo_lesion_unet_mobilenetv3.pt"
+
+
+def load_segmenter(model_path: str | None):
+    """The segmenter for ``-m`` (or the shipped weights), loaded once per process."""
+    weights = runtime.resolve_weights(model_path, SHIPPED_WEIGHTS, WEIGHTS_PATTERN).resolve()
+    return _cached_segmenter(weights, weights.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_segmenter(weights: Path, _mtime_ns: int):
+    from models.lesion.inference import CloseUpSegmenter
+
+    return CloseUpSegmenter.load(weights)
+
+
+class VitiligoLesionApp(Application):
+    """A MONAI Deploy application; ``results`` holds the cases after ``run()``."""
+
+    def compose(self) -> None:
+        context = Application.init_app_context(self.argv)
+        input_folder, output_folder = Path(context.input_path), Path(context.output_path)
+        segmenter = load_segmenter(context.model_path)
+        algorithm = runtime.algorithm_identity(APP_NAME, segmenter)
+
+        loader = DicomPhotoLoaderOperator(self, CountCondition(self, 1), input_folder=input_folder, name="photo_loader")
+        segment = CloseUpSegmentationOperator(self, segmenter=segmenter, name="skin_vitiligo_segmentation")
+        severity = VitiligoSeverityOperator(self, name="vitiligo_severity")
+        seg = SegWriterOperator(self, output_folder=output_folder, algorithm=algorithm, name="seg_writer")
+        sr = SrWriterOperator(self, output_folder=output_folder, algorithm=algorithm, name="sr_writer")
+        overlay = OverlayWriterOperator(self, output_folder=output_folder, name="overlay_writer")
+        self.results = ResultsWriterOperator(
+            self, output_folder=output_folder, app_name=APP_NAME, algorithm=algorithm,
+            headline_key="lesion_percent_of_skin", headline_label="vitiligo % of visible skin", name="results_writer",
+        )
+        pipeline = [loader, segment, severity, seg, sr, overlay, self.results]
+        for upstream, downstream in zip(pipeline, pipeline[1:]):
+            self.add_flow(upstream, downstream, {("cases", "cases")})
+
+
+def main(argv: list[str] | None = None) -> int:
+    runtime.configure_logging()
+    runtime.tune_allocator()
+    app = runtime.run_application(VitiligoLesionApp, argv)
+    cases = getattr(getattr(app, "results", None), "cases", [])
+    if not cases:
+        print("no input files found", file=sys.stderr)
+        return runtime.EXIT_NOTHING_ANALYSED
+    if not any(c.ok for c in cases):
+        return runtime.EXIT_NOTHING_ANALYSED
+    return runtime.EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
