@@ -12,7 +12,11 @@ Adding an app to the e2e test = adding (or completing) its row:
   overlay left must lie on the remaining segments. Empty when every segment is a lesion;
 * ``seg``: False for an app that writes only an SR (scalp grading segments nothing); the
   SEG checks are then left out and the app must not write a SEG;
-* ``pending``: why a complete row cannot pass yet (reported as a skip); delete it when fixed.
+* ``pending``: why a complete row cannot pass yet (reported as a skip); delete it when fixed;
+* ``weights``: the app's shipped weights (repo-relative) for an app whose weights may not be
+  committed yet: the row is skipped while they are missing (unless DERMPACS_E2E_MODELS
+  names weights to use). Leave it None for an app that must always run (facial vitiligo:
+  missing weights then fail the test, as they would fail a user).
 
 A row whose app package is not in this checkout yet, or whose generator or label is
 still ``None``, is reported as skipped with the reason, so the table can list the
@@ -22,11 +26,14 @@ planned apps before they land.
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["AppCase", "APPS", "facial_photo", "scalp_photo"]
+REPO = Path(__file__).resolve().parents[2]
+
+__all__ = ["AppCase", "APPS", "facial_photo", "scalp_photo", "prick_photo"]
 
 
 @dataclass(frozen=True)
@@ -38,11 +45,14 @@ class AppCase:
     hidden_segments: tuple[str, ...] = ()
     seg: bool = True
     pending: str | None = None
+    weights: str | None = None
 
     def missing(self) -> str | None:
         """Why this row cannot run yet, or None."""
         if self.pending:
             return self.pending
+        if self.weights and not (REPO / self.weights).exists() and not os.environ.get("DERMPACS_E2E_MODELS"):
+            return f"{self.name}: shipped weights {self.weights} not in this checkout yet"
         if importlib.util.find_spec(self.module.split(".")[0]) is None or importlib.util.find_spec(self.module) is None:
             return f"app {self.module} is not in this checkout yet"
         if self.make_input is None:
@@ -72,6 +82,17 @@ def scalp_photo(folder: Path, seed: int = 3) -> Path:
     return write_dataset(ds, folder / "scalp.dcm")
 
 
+def prick_photo(folder: Path, seed: int = 5) -> Path:
+    """A synthetic skin prick test (models.prick.synthetic: forearm, pen marks, reactions), 800x600."""
+    from dicom.encode import DEMO_PATIENT, photograph_dataset, write_dataset
+    from models.prick.synthetic import generate_sample
+
+    sample = generate_sample(seed, 0, size=(600, 800))
+    ds = photograph_dataset(sample.image, patient=DEMO_PATIENT, series_description="Skin prick test", body_part="SKIN")
+    folder.mkdir(parents=True, exist_ok=True)
+    return write_dataset(ds, folder / "prick.dcm")
+
+
 APPS: tuple[AppCase, ...] = (
     AppCase(
         name="facial_vitiligo",
@@ -95,8 +116,15 @@ APPS: tuple[AppCase, ...] = (
         # inside the image, and the shipped weights models/weights/scalp_efficientnet_b0.pt.
         pending="scalp: SR not yet readable in OHIF 3.13.2 (max 5 lines per group, text box off screen) "
                 "and no shipped weights; see tests/e2e/apps.py",
+        weights="models/weights/scalp_efficientnet_b0.pt",
     ),
-    # Planned apps (DESIGN.md): fill in the generator and the label when each app lands.
+    AppCase(
+        name="skin_prick",
+        module="apps.skin_prick",
+        make_input=prick_photo,
+        measurement_label="Wheal area",
+        weights="models/weights/skin_prick_unet.pt",
+    ),
+    # Planned app (DESIGN.md): fill in the generator and the label when it lands.
     AppCase(name="vitiligo_lesion", module="apps.vitiligo_lesion", make_input=None, measurement_label=None),
-    AppCase(name="skin_prick", module="apps.skin_prick", make_input=None, measurement_label=None),
 )
