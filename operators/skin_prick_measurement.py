@@ -35,7 +35,7 @@ WHEAL_SEGMENT = SegmentSpec(
 )
 NO_REACTION = "analysed, no reaction found"
 # Smallest reaction kept, in pixels of the model's input (removes speckle); scaled to the photo.
-MIN_REACTION_MODEL_PX = 6
+MIN_REACTION_MODEL_PX = 12
 
 
 class SkinPrickMeasurementStep:
