@@ -25,13 +25,13 @@ class CloseUpSegmentationStep:
         self.min_skin_fraction = min_skin_fraction
 
     def process(self, case: PhotoCase) -> None:
-        skin, probability = self.segmenter.predict(case.photo.pixels)
+        skin, lesion = self.segmenter.predict(case.photo.pixels, self.threshold)
         if np.count_nonzero(skin) < self.min_skin_fraction * skin.size:
             raise ExpectedFailure(
                 f"no skin found: visible skin covers less than {100 * self.min_skin_fraction:.0f}% of the image"
             )
         case.findings["skin_mask"] = skin
-        case.findings["lesion_mask"] = (probability >= self.threshold) & skin
+        case.findings["lesion_mask"] = lesion & skin
 
 
 class CloseUpSegmentationOperator(StepOperator):

@@ -163,11 +163,12 @@ def test_tiny_training_run_writes_weights_config_and_metrics(tmp_path):
     cfg = LesionTrainConfig(name="vitiligo_lesion_tiny")
     cfg.model.architecture, cfg.model.encoder = "unet", "mobilenetv3_small"
     cfg.data.n_train, cfg.data.n_val, cfg.data.resize, cfg.data.crop = 4, 2, 96, 64
-    cfg.optim.epochs, cfg.optim.batch_size = 1, 4
+    cfg.optim.epochs, cfg.optim.batch_size, cfg.optim.threads = 1, 4, 1
     record = train(cfg, tmp_path, log=lambda *_: None)
     assert (tmp_path / "vitiligo_lesion_tiny.pt").is_file() and (tmp_path / "vitiligo_lesion_tiny.yaml").is_file()
     assert record["epochs_done"] == 1 and 0 <= record["val"]["f1"] <= 100
     seg = CloseUpSegmenter.load(tmp_path / "vitiligo_lesion_tiny.pt")
-    skin, prob = seg.predict(np.full((50, 70, 3), 128, np.uint8))
-    assert skin.shape == prob.shape == (50, 70) and skin.dtype == bool
+    skin, lesion = seg.predict(np.full((50, 70, 3), 128, np.uint8))
+    assert skin.shape == lesion.shape == (50, 70) and skin.dtype == lesion.dtype == bool
+    assert not (lesion & ~skin).any()
     assert len(seg.weights_sha256) == 64 and "U-Net" in seg.architecture

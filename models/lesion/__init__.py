@@ -7,6 +7,6 @@
 | `data.py` | the paper's preprocessing/augmentation, synthetic and folder datasets |
 | `config.py`, `../configs/vitiligo_lesion_*.yaml` | run configuration (paper recipe, shipped CPU recipe) |
 | `train.py`, `evaluate.py` | CLIs |
-| `inference.py` | `CloseUpSegmenter.load()` / `.predict(rgb)` -> skin mask + lesion probability |
+| `inference.py` | `CloseUpSegmenter.load()` / `.predict(rgb)` -> visible-skin mask + lesion mask |
 | `severity.py` | RGB difference, CIEDE2000, surrounding-skin ring, lesion area % and count |
 """

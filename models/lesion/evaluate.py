@@ -30,8 +30,8 @@ def evaluate_weights(weights: str | Path, pairs) -> dict:
     seg = CloseUpSegmenter.load(weights)
     lesion_c, skin_c = Confusion(0, 0, 0, 0), Confusion(0, 0, 0, 0)
     for image, labels in pairs:
-        skin, prob = seg.predict(image)
-        lesion_c = lesion_c + confusion(prob >= 0.5, labels == 2)
+        skin, lesion = seg.predict(image)
+        lesion_c = lesion_c + confusion(lesion, labels == 2)
         skin_c = skin_c + confusion(skin, labels >= 1)
     return {
         "f1": round(100 * f1(lesion_c), 2), "iou": round(100 * iou(lesion_c), 2),
