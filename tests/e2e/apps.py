@@ -14,8 +14,8 @@ Adding an app to the e2e test = adding (or completing) its row:
   SEG checks are then left out and the app must not write a SEG;
 * ``pending``: why a complete row cannot pass yet (reported as a skip); delete it when fixed;
 * ``weights``: the app's shipped weights (repo-relative) for an app whose weights may not be
-  committed yet: the row is skipped while they are missing (unless DERMPACS_E2E_MODELS
-  names weights to use). Leave it None for an app that must always run (facial vitiligo:
+  committed yet: the row is skipped while they are missing (unless the folder
+  DERMPACS_E2E_MODELS holds ``<name>*.pt`` for it). Leave it None for an app that must always run (facial vitiligo:
   missing weights then fail the test, as they would fail a user).
 
 A row whose app package is not in this checkout yet, or whose generator or label is
@@ -47,11 +47,18 @@ class AppCase:
     pending: str | None = None
     weights: str | None = None
 
+    def model_override(self) -> Path | None:
+        """The folder DERMPACS_E2E_MODELS names, if it holds weights for this app (``<name>*.pt``)."""
+        folder = os.environ.get("DERMPACS_E2E_MODELS")
+        if folder and Path(folder).is_dir() and any(Path(folder).glob(f"{self.name}*.pt")):
+            return Path(folder)
+        return None
+
     def missing(self) -> str | None:
         """Why this row cannot run yet, or None."""
         if self.pending:
             return self.pending
-        if self.weights and not (REPO / self.weights).exists() and not os.environ.get("DERMPACS_E2E_MODELS"):
+        if self.weights and not (REPO / self.weights).exists() and self.model_override() is None:
             return f"{self.name}: shipped weights {self.weights} not in this checkout yet"
         if importlib.util.find_spec(self.module.split(".")[0]) is None or importlib.util.find_spec(self.module) is None:
             return f"app {self.module} is not in this checkout yet"

@@ -55,8 +55,9 @@ OHIF_DIST = Path(os.environ.get("DERMPACS_OHIF_DIST", REPO / ".e2e" / "ohif" / "
 ARTEFACTS = Path(os.environ.get("DERMPACS_E2E_ARTEFACTS", REPO / ".e2e" / "artefacts"))
 CHROMIUM = os.environ.get("DERMPACS_CHROMIUM", "/usr/bin/chromium")
 NODE = shutil.which("node") or "node"
-# Optional `-m` for the apps (a weights file or folder); default: the shipped weights. The
-# checks never depend on the model's accuracy: expected pixels come from the stored SEG.
+# DERMPACS_E2E_MODELS: optional folder of weights (`<app>*.pt` + .yaml) passed as `-m` to the
+# apps it has weights for; default: the shipped weights. The checks never depend on the
+# model's accuracy: expected pixels come from the stored SEG.
 
 # What "drawn" means, in photo pixels (see tests/e2e/README.md for the measured values).
 PHOTO_MIN_CORRELATION = 0.97  # luminance of the shown photo vs the DICOM pixels (measured 0.999)
@@ -86,7 +87,8 @@ def run_app(case: AppCase, workdir: Path) -> dict:
     in_dir, out_dir = workdir / "in", workdir / "out"
     photo_path = case.make_input(in_dir)
     env = dict(os.environ, GLOG_minloglevel="2", TF_CPP_MIN_LOG_LEVEL="3")
-    models = ["-m", os.environ["DERMPACS_E2E_MODELS"]] if os.environ.get("DERMPACS_E2E_MODELS") else []
+    override = case.model_override()
+    models = ["-m", str(override)] if override else []
     proc = subprocess.run(
         [sys.executable, "-m", case.module, "-i", str(in_dir), "-o", str(out_dir), *models],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
