@@ -173,3 +173,10 @@ def test_no_skin_is_an_expected_failure():
     case = PhotoCase(source=Path("x.dcm"), photo=Photo())
     run_step(CloseUpSegmentationStep(NoSkin()), [case])
     assert not case.ok and "no skin found" in case.error
+
+
+def test_the_service_finds_the_apps_main():
+    from apps.vitiligo_lesion.app import main
+    from dicom.service.runner import app_entry_point
+
+    assert app_entry_point("apps.vitiligo_lesion") is main
