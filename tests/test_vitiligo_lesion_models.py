@@ -172,3 +172,43 @@ def test_tiny_training_run_writes_weights_config_and_metrics(tmp_path):
     assert skin.shape == lesion.shape == (50, 70) and skin.dtype == lesion.dtype == bool
     assert not (lesion & ~skin).any()
     assert len(seg.weights_sha256) == 64 and "U-Net" in seg.architecture
+
+
+def test_user_folder_images_masks_and_optional_skin(tmp_path):
+    import cv2
+
+    from models.lesion.config import LesionDataConfig
+    from models.lesion.data import build_pairs, read_folder
+
+    for sub in ("images", "masks", "skin"):
+        (tmp_path / sub).mkdir()
+    for i in range(3):
+        img = np.full((40, 60, 3), 120, np.uint8)
+        mask = np.zeros((40, 60), np.uint8)
+        mask[5:15, 5:15] = 255
+        cv2.imwrite(str(tmp_path / "images" / f"p{i}.jpg"), img)
+        cv2.imwrite(str(tmp_path / "masks" / f"p{i}.png"), mask)
+    skin = np.zeros((40, 60), np.uint8)
+    skin[:, :30] = 1
+    cv2.imwrite(str(tmp_path / "skin" / "p0.png"), skin)
+    pairs = read_folder(tmp_path)
+    assert len(pairs) == 3
+    assert pairs[0][1][10, 10] == 2 and pairs[0][1][30, 20] == 1 and pairs[0][1][30, 50] == 0  # with skin/
+    assert pairs[1][1][30, 50] == 1  # without skin/: every pixel is skin
+    train = build_pairs(LesionDataConfig(source="folder", folder=str(tmp_path), resize=32), "train")
+    assert len(train) == 2 and train[0][0].shape == (32, 32, 3)
+    (tmp_path / "masks" / "p2.png").unlink()
+    with pytest.raises(ValueError, match="p2"):
+        read_folder(tmp_path)
+
+
+def test_evaluate_cli_writes_the_f1_table(tmp_path):
+    import json
+
+    from apps.vitiligo_lesion.app import SHIPPED_WEIGHTS
+    from models.lesion.evaluate import main
+
+    assert main(["--weights", str(SHIPPED_WEIGHTS), "--n", "3", "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "metrics.json").read_text())["rows"]
+    assert rows[0]["paper_f1"] == 83.88 and {"f1", "iou", "precision", "recall"} <= set(rows[0])
+    assert (tmp_path / "f1_table.png").stat().st_size > 1000
