@@ -25,16 +25,22 @@ PAPER_F1 = {
 }
 
 
-def evaluate_weights(weights: str | Path, pairs) -> dict:
+def evaluate_weights(weights: str | Path, pairs, groups: list[str] | None = None) -> dict:
+    """Pooled lesion F1/IoU/precision/recall and skin IoU; per-group F1 when ``groups`` given."""
     from .inference import CloseUpSegmenter
 
     seg = CloseUpSegmenter.load(weights)
     lesion_c, skin_c = Confusion(0, 0, 0, 0), Confusion(0, 0, 0, 0)
-    for image, labels in pairs:
+    by_group: dict[str, Confusion] = {}
+    for index, (image, labels) in enumerate(pairs):
         skin, lesion = seg.predict(image)
-        lesion_c = lesion_c + confusion(lesion, labels == 2)
+        c = confusion(lesion, labels == 2)
+        lesion_c = lesion_c + c
         skin_c = skin_c + confusion(skin, labels >= 1)
-    return {
+        if groups is not None:
+            by_group[groups[index]] = by_group.get(groups[index], Confusion(0, 0, 0, 0)) + c
+    extra = {"f1_by_severity": {k: round(100 * f1(v), 2) for k, v in sorted(by_group.items())}} if by_group else {}
+    return {**extra,
         "f1": round(100 * f1(lesion_c), 2), "iou": round(100 * iou(lesion_c), 2),
         "precision": round(100 * precision(lesion_c), 2), "recall": round(100 * recall(lesion_c), 2),
         "skin_iou": round(100 * iou(skin_c), 2), "images": len(pairs),
@@ -88,8 +94,13 @@ def main(argv: list[str] | None = None) -> int:
             if a.n:
                 cfg.data.n_val = a.n
             key = (cfg.data.val_seed, cfg.data.n_val, cfg.data.resize)
-            pairs = cache.setdefault(key, build_pairs(cfg.data, "val"))
-        m = evaluate_weights(weights, pairs)
+            if key not in cache:
+                from .synthetic import generate_closeup
+
+                cache[key] = (build_pairs(cfg.data, "val"), [
+                    generate_closeup(cfg.data.val_seed, i, size=cfg.data.resize).meta["severity"] for i in range(cfg.data.n_val)])
+            pairs, severities = cache[key]
+        m = evaluate_weights(weights, pairs, None if a.data_folder else severities)
         row = {"weights": Path(weights).name, "architecture": cfg.model.architecture, "encoder": cfg.model.encoder,
                **m, "paper_f1": PAPER_F1.get((cfg.model.architecture, cfg.model.encoder))}
         rows.append(row)
