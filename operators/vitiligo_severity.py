@@ -3,7 +3,11 @@
 Severity (SEEDS.md B) = colour difference between the lesions and the surrounding normal
 skin: the paper's RGB distance of the means and CIEDE2000 of the mean CIELAB colours
 (``models.lesion.severity``). One SR group (TID 1410) per photograph whose SCOORD is the
-outline of the visible skin (the denominator); SEG segments "Skin" and "Vitiligo".
+convex hull of the lesions (with no lesion: the visible-skin outline drawn 10 % inside
+its centroid, so a viewer's label stays on screen when the skin fills the photograph);
+five NUMs, the most a viewer such as OHIF 3.13 lists per group: area % of visible skin,
+lesion area, lesion count, RGB difference, CIEDE2000. The visible-skin area itself is in
+the SEG ("Skin" segment) and results.json. SEG segments "Skin" and "Vitiligo".
 """
 
 from __future__ import annotations
@@ -54,24 +58,23 @@ class VitiligoSeverityStep:
         spacing = photo.pixel_spacing_mm
         px_mm2 = float(spacing[0] * spacing[1]) if spacing else None
         h, w = skin.shape
-        outline = result.skin_outline_xy
+        outline = result.lesion_hull_xy
         if outline is None:
-            outline = np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], np.float64)
+            skin_outline = result.skin_outline_xy
+            if skin_outline is None:
+                skin_outline = np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], np.float64)
+            centre = skin_outline.mean(0)
+            outline = centre + 0.9 * (skin_outline - centre)
 
+        if px_mm2 is None:
+            area = NumericMeasurement(codes.VITILIGO_AREA, float(result.lesion_pixels), codes.PIXELS)
+        else:
+            area = NumericMeasurement(codes.VITILIGO_AREA, round(result.lesion_pixels * px_mm2, 3), codes.SQUARE_MILLIMETER)
         measurements = [
             NumericMeasurement(codes.VITILIGO_SKIN_PERCENT, round(result.lesion_percent, 4), codes.PERCENT),
+            area,
             NumericMeasurement(codes.VITILIGO_LESION_COUNT, float(result.lesion_count), codes.LESION_COUNT_UNIT),
         ]
-        if px_mm2 is None:
-            measurements += [
-                NumericMeasurement(codes.VITILIGO_AREA, float(result.lesion_pixels), codes.PIXELS),
-                NumericMeasurement(codes.VISIBLE_SKIN_AREA, float(result.skin_pixels), codes.PIXELS),
-            ]
-        else:
-            measurements += [
-                NumericMeasurement(codes.VITILIGO_AREA, round(result.lesion_pixels * px_mm2, 3), codes.SQUARE_MILLIMETER),
-                NumericMeasurement(codes.VISIBLE_SKIN_AREA, round(result.skin_pixels * px_mm2, 3), codes.SQUARE_MILLIMETER),
-            ]
         if colour:
             measurements += [
                 NumericMeasurement(codes.VITILIGO_RGB_DIFFERENCE, round(result.rgb_difference, 4), codes.NO_UNITS),

@@ -99,6 +99,8 @@ def test_lesion_percent_count_and_colour_severity_on_a_synthetic_mask():
     assert r.rgb_difference == pytest.approx(float(np.linalg.norm(lesion_rgb - skin_rgb)))
     assert r.delta_e2000 == pytest.approx(float(ciede2000(srgb_to_lab(lesion_rgb), srgb_to_lab(skin_rgb))), abs=1e-6)
     assert r.skin_outline_xy is not None and r.skin_outline_xy[:, 0].max() <= 250
+    hull = r.lesion_hull_xy  # both kept lesions (and the dropped speck's area excluded)
+    assert hull[:, 0].min() == 40 and hull[:, 0].max() == 169 and hull[:, 1].min() == 40 and hull[:, 1].max() == 139
 
 
 def test_no_lesion_gives_no_colour_severity_and_full_skin_lesion_falls_back():

@@ -110,6 +110,19 @@ def outline_of(mask: np.ndarray, scale: float = 1.0) -> np.ndarray | None:
     return (xy + 0.5) * scale - 0.5 if scale != 1.0 else xy
 
 
+def hull_of(mask: np.ndarray, scale: float = 1.0) -> np.ndarray | None:
+    """Convex hull (N, 2) x,y of all regions of ``mask``, in full-image pixels."""
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    if not contours:
+        return None
+    hull = cv2.convexHull(np.concatenate(contours))
+    xy = hull[:, 0, :].astype(np.float64)
+    if len(xy) < 3:
+        x, y, w, h = cv2.boundingRect(hull)
+        xy = np.array([[x, y], [x + w, y], [x + w, y + h], [x, y + h]], np.float64)
+    return (xy + 0.5) * scale - 0.5 if scale != 1.0 else xy
+
+
 @dataclass
 class SeverityResult:
     lesion_mask: np.ndarray  # bool (H, W), specks removed
@@ -123,6 +136,7 @@ class SeverityResult:
     delta_e2000: float | None
     reference: str  # "ring", "all skin" or "none"
     skin_outline_xy: np.ndarray | None
+    lesion_hull_xy: np.ndarray | None = None
 
 
 def measure(rgb: np.ndarray, skin: np.ndarray, lesion: np.ndarray, min_lesion_fraction: float = 0.001,
@@ -145,7 +159,9 @@ def measure(rgb: np.ndarray, skin: np.ndarray, lesion: np.ndarray, min_lesion_fr
         lesion_w = cv2.resize(lesion.view(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool) & skin_w
     else:
         rgb_w, skin_w, lesion_w = rgb, skin, lesion
-    outline = outline_of(skin_w, (w / skin_w.shape[1]) if scale < 1.0 else 1.0)
+    factor = (w / skin_w.shape[1]) if scale < 1.0 else 1.0
+    outline = outline_of(skin_w, factor)
+    hull = hull_of(lesion_w, factor)
 
     lesion_rgb = skin_rgb = diff = de = None
     reference = "none"
@@ -164,4 +180,5 @@ def measure(rgb: np.ndarray, skin: np.ndarray, lesion: np.ndarray, min_lesion_fr
             de = float(ciede2000(srgb_to_lab(pix_l).mean(0), srgb_to_lab(pix_s).mean(0)))
         else:
             reference = "none"
-    return SeverityResult(lesion, skin_px, lesion_px, percent, count, lesion_rgb, skin_rgb, diff, de, reference, outline)
+    return SeverityResult(lesion, skin_px, lesion_px, percent, count, lesion_rgb, skin_rgb, diff, de, reference,
+                          outline, hull)
