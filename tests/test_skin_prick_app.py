@@ -13,7 +13,7 @@ import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
-from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit
+from pydicom.uid import ExplicitVRLittleEndian
 
 from apps.skin_prick.app import SHIPPED_WEIGHTS
 from dicom import codes

@@ -230,3 +230,16 @@ def test_folder_dataset_training_and_evaluation_with_cross_validation(tmp_path, 
     result = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert result["images"] == 4 and 0 <= result["classes"]["erythema"]["dice_mean"] <= 100
     assert (tmp_path / "eval" / "bland_altman.png").stat().st_size > 1000
+
+
+def test_folder_split_is_the_papers_7_1_2_and_keeps_a_training_sample():
+    from models.prick.data import kfold, split_names
+
+    names = [f"n{i}" for i in range(20)]
+    train, val, test = split_names(names, (0.7, 0.1, 0.2), seed=0)
+    assert (len(train), len(val), len(test)) == (14, 2, 4) and sorted(train + val + test) == sorted(names)
+    train, val, test = split_names(["a", "b"], (0.7, 0.1, 0.2), seed=0)
+    assert len(train) >= 1 and sorted(train + val + test) == ["a", "b"]
+    folds = kfold(names, 5, seed=0)
+    assert len(folds) == 5 and sorted(n for _, t in folds for n in t) == sorted(names)
+    assert all(not set(tr) & set(te) for tr, te in folds)

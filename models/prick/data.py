@@ -156,8 +156,11 @@ def split_names(names: list[str], fractions: tuple[float, float, float], seed: i
     n = len(order)
     n_test = int(round(fractions[2] * n))
     n_val = int(round(fractions[1] * n))
-    if n - n_test - n_val < 1:
-        n_test, n_val = max(0, n_test - 1), max(0, n_val - 1) if n - n_test - n_val < 1 else n_val
+    while n - n_test - n_val < 1 and n_test + n_val > 0:  # tiny datasets: keep one to train on
+        if n_test >= n_val:
+            n_test -= 1
+        else:
+            n_val -= 1
     return order[n_test + n_val:], order[n_test:n_test + n_val], order[:n_test]
 
 

@@ -95,7 +95,6 @@ class Reaction:
         contour = max(contours, key=cv2.contourArea)
         contour = cv2.approxPolyDP(contour, 0.5, True).reshape(-1, 2).astype(np.float64)
         if len(np.unique(contour, axis=0)) < 3:  # a one- or two-pixel-wide region: use its box
-            x0, y0, x1, y1 = 0, 0, self.erythema.shape[1], self.erythema.shape[0]
             ys, xs = np.nonzero(self.erythema)
             x0, x1, y0, y1 = xs.min() - 0.5, xs.max() + 0.5, ys.min() - 0.5, ys.max() + 0.5
             contour = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]])
