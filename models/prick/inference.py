@@ -83,7 +83,10 @@ class PrickSegmenter:
             raise FileNotFoundError(f"config for {weights.name} not found: {cfg_path}")
         config = load_config(cfg_path)
         if num_threads is None:
-            num_threads = max(1, min(os.cpu_count() or 1, 8))
+            # One thread: the narrow 256 px U-Net runs in ~0.09 s on one core, while two
+            # OpenMP threads on a busy 2-core host measured 2.2 s (a descheduled thread
+            # stalls every layer's barrier). DERMPACS_PRICK_THREADS overrides.
+            num_threads = int(os.environ.get("DERMPACS_PRICK_THREADS", "1"))
         torch.set_num_threads(num_threads)
         model = build_unet(config.model)
         model.load_state_dict(load_state_dict(weights))
