@@ -81,6 +81,9 @@ def main() -> int:
         "repeats": args.repeats,
         "load_model_s": round(load_s, 3),
         "stages_median_s": {k: round(statistics.median(v), 4) for k, v in stage.items()},
+        # the SR is built and written in the SR step's finish() (once per series), untimed per case
+        "sr_build_and_write_median_s": round(statistics.median(
+            t - sum(stage[k][i] for k in stage) for i, t in enumerate(total)), 4),
         "end_to_end_median_s": round(statistics.median(total), 4),
         "grader_predict_median_s": round(statistics.median(model_only), 4),
         "grader_predict_p90_s": round(sorted(model_only)[int(0.9 * (len(model_only) - 1))], 4),

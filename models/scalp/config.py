@@ -65,6 +65,11 @@ class ScalpOptimConfig:
     early_stop_patience: int = 5  # epochs without validation macro-F1 gain
     max_minutes: float | None = None  # wall-time cap (CPU schedules); None: no cap
     bf16_autocast: bool = False  # CPU bf16 autocast for the training forward pass (~2-3x faster)
+    # Before each validation, re-estimate BatchNorm running statistics as exact averages over
+    # this many training batches (0: off). MONAI's EfficientNet uses BN momentum 0.01, so after
+    # a few hundred steps the running statistics still describe the random initial network
+    # and eval-mode outputs collapse to one grade per indicator.
+    bn_recalibration_batches: int = 8
 
 
 @dataclass

@@ -8,7 +8,6 @@ The photograph is letterboxed to the config's ``input_size`` exactly like traini
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,8 +48,10 @@ class ScalpGrades:
 class ScalpGrader:
     """Shared-backbone six-head grader with the identity the DICOM SR records."""
 
-    def __init__(self, model: torch.nn.Module, config: ScalpTrainConfig, weights_path: Path) -> None:
+    def __init__(self, model: torch.nn.Module, config: ScalpTrainConfig, weights_path: Path,
+                 num_threads: int = 1) -> None:
         self.model = model.eval()
+        self.num_threads = max(1, int(num_threads))
         self.config = config
         self.weights_path = Path(weights_path)
         self.input_size = int(config.data.input_size)
@@ -62,7 +63,14 @@ class ScalpGrader:
                                   f"letterbox {self.input_size}x{self.input_size}")
 
     @classmethod
-    def load(cls, path: str | Path | None = None, num_threads: int | None = None) -> "ScalpGrader":
+    def load(cls, path: str | Path | None = None, num_threads: int = 1) -> "ScalpGrader":
+        """Weights (fp16 state dict) + the YAML beside them.
+
+        One intra-op thread by default: B0 at 224 is ~0.4 GFLOP (0.04 s on one core), and on
+        a shared 2-core host two threads measured 0.1-3 s per image (threads wait on each
+        other). ``predict`` sets the thread count for its own call only and restores it, so
+        other apps in the same worker process keep theirs.
+        """
         weights = Path(path) if path is not None else DEFAULT_WEIGHTS
         if not weights.is_file():
             raise FileNotFoundError(f"scalp weights not found: {weights}")
@@ -70,15 +78,20 @@ class ScalpGrader:
         if not cfg_path.is_file():
             raise FileNotFoundError(f"config for {weights.name} not found: {cfg_path}")
         config = load_scalp_config(cfg_path)
-        torch.set_num_threads(num_threads or max(1, min(os.cpu_count() or 1, 8)))
         model = build_scalp_model(config.model)
         model.load_state_dict(load_state_dict(weights))
-        return cls(model, config, weights)
+        return cls(model, config, weights, num_threads=num_threads)
 
     @torch.inference_mode()
     def predict(self, rgb: np.ndarray) -> ScalpGrades:
         image = np.asarray(rgb)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError("rgb must be uint8 (H, W, 3)")
-        prob = self.model(prepare_image(image, self.input_size).unsqueeze(0)).softmax(-1)[0].numpy()
+        x = prepare_image(image, self.input_size).unsqueeze(0)
+        previous = torch.get_num_threads()
+        torch.set_num_threads(self.num_threads)
+        try:
+            prob = self.model(x).softmax(-1)[0].numpy()
+        finally:
+            torch.set_num_threads(previous)
         return ScalpGrades(prob.argmax(-1), prob.astype(np.float64))

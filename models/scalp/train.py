@@ -63,6 +63,26 @@ def load_pools(cfg: ScalpTrainConfig, cache_dir: Path | None):
     return tx, ty, vx, vy
 
 
+@torch.no_grad()
+def recalibrate_batchnorm(model: torch.nn.Module, images, size: int, batches: int, batch_size: int,
+                          seed: int) -> None:
+    """Exact BN running statistics over ``batches`` training batches (un-augmented)."""
+    if batches <= 0:
+        return
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average
+    model.train()
+    order = np.random.default_rng([seed, 7]).permutation(len(images))[: batches * batch_size]
+    for b in range(0, len(order), batch_size):
+        model(torch.stack([to_tensor(pad_square(images[i], size)) for i in order[b:b + batch_size]]))
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    model.eval()
+
+
 @torch.inference_mode()
 def predict_pool(model, images, size: int, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
     """Grades (N, 6) and probabilities (N, 6, 4) of letterbox contents."""
@@ -120,6 +140,7 @@ def train(cfg: ScalpTrainConfig, out_dir: Path, cache_dir: Path | None = None, l
                 log(f"epoch {epoch + 1} batch {len(losses)} loss {np.mean(losses[-20:]):.4f} ({(time.time() - started) / 60:.1f} min)")
             if deadline and time.time() > deadline:
                 break
+        recalibrate_batchnorm(model, tx, size, cfg.optim.bn_recalibration_batches, bs, cfg.seed + epoch)
         pred, _ = predict_pool(model, vx, size)
         m = scalp_metrics(vy, pred, INDICATORS)
         score = m["overall_macro_f1"]
