@@ -12,9 +12,6 @@ from models.synthetic import astronaut_sample, generate_sample, sample_rng
 
 HELD_OUT_SEED = 424_242  # not a training seed
 
-pytestmark = pytest.mark.skipif(not DEFAULT_WEIGHTS.exists(), reason="shipped weights not trained yet")
-
-
 @pytest.fixture(scope="module")
 def segmenter() -> LesionSegmenter:
     return LesionSegmenter.load()
@@ -46,9 +43,13 @@ def test_predict_is_fast_on_a_large_roi(segmenter):
     roi = cv2.resize(s.image, (1600, 2000), interpolation=cv2.INTER_LINEAR)
     mask = cv2.resize(s.skin_mask.astype(np.uint8), (1600, 2000), interpolation=cv2.INTER_NEAREST).astype(bool)
     segmenter.predict(roi, mask)  # warm-up
-    t0 = time.perf_counter()
-    segmenter.predict(roi, mask)
-    assert time.perf_counter() - t0 < 0.6  # target < 0.3 s on an idle 2-core machine; slack for shared CI
+    times = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        segmenter.predict(roi, mask)
+        times.append(time.perf_counter() - t0)
+    # ~0.04 s on idle cores; the best of 5 tolerates other jobs sharing the CPU
+    assert min(times) < 0.3
 
 
 def test_accuracy_on_held_out_synthetic_and_astronaut(segmenter):
