@@ -142,6 +142,13 @@ APPS: tuple[AppCase, ...] = (
         make_input=prick_photo,
         measurement_label="Wheal area",
         weights="models/weights/skin_prick_unet.pt",
+        # Measured with the shipped weights (make e2e from a clean clone): photo and SEG pass;
+        # OHIF 3.13.2 puts each group's text box right of its outline, and for a prick site
+        # near the right edge of the photo it lies outside the viewport ("the text 'Wheal
+        # area: 159.00 {pixels}' lies outside the viewport"). Needs a text-box anchor OHIF
+        # keeps on screen (or a viewport fit that leaves room), then delete this line.
+        pending="skin_prick: SR text box of a prick site near the right edge falls outside the viewport "
+                "in OHIF 3.13.2; see tests/e2e/apps.py",
     ),
     AppCase(
         name="vitiligo_lesion",
@@ -150,13 +157,7 @@ APPS: tuple[AppCase, ...] = (
         measurement_label="Vitiligo area (percent of visible skin)",
         hidden_segments=("Skin",),
         weights="models/weights/vitiligo_lesion_unet_mobilenetv3.pt",
-        # Measured with /tmp smoke weights: SEG and dciodvfy/adapters checks pass; the SR's
-        # outline is the image border, so OHIF 3.13.2 puts the text box right of the photo,
-        # off screen when the photo fills the viewport ("... lies outside the viewport"), and
-        # the group has 6 NUMs + finding site, of which OHIF draws the first 5 lines (the
-        # CIEDE2000 value and the finding site are not shown). Needs an outline inside the image
-        # (e.g. the skin region's) and at most 5 lines per group.
-        pending="vitiligo_lesion: SR text box off screen in OHIF 3.13.2 (outline = image border), "
-                "6 NUMs > 5 lines shown; see tests/e2e/apps.py",
+        # The SR's outline is the lesions' convex hull and each group has five NUMs
+        # (OHIF 3.13.2 draws at most five lines per group).
     ),
 )
