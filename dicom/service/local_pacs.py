@@ -137,10 +137,23 @@ def wait_for_echo(address: str, timeout_s: float, calling_ae: str = "LOCALPACS",
 
     from .config import Destination
 
+    import logging
+
     destination = Destination.parse(address)
     ae = AE(ae_title=calling_ae)
     ae.add_requested_context(Verification)
     deadline = time.monotonic() + timeout_s
+    # Refused connections are expected while the node starts: not errors worth a log line.
+    transport_log = logging.getLogger("pynetdicom.transport")
+    saved_level = transport_log.level
+    transport_log.setLevel(logging.CRITICAL)
+    try:
+        _poll_echo(ae, destination, deadline, address, alive)
+    finally:
+        transport_log.setLevel(saved_level)
+
+
+def _poll_echo(ae, destination, deadline: float, address: str, alive) -> None:
     while time.monotonic() < deadline:
         if not alive():
             raise RuntimeError(f"{address} is not running")
@@ -151,4 +164,4 @@ def wait_for_echo(address: str, timeout_s: float, calling_ae: str = "LOCALPACS",
             if status and status.Status == 0:
                 return
         time.sleep(0.5)
-    raise TimeoutError(f"{address} did not answer C-ECHO within {timeout_s:.0f} s")
+    raise TimeoutError(f"{address} did not answer C-ECHO in time")
