@@ -109,6 +109,10 @@ class AppRunner:
             worker.stop(kill=worker.running is not None)
         self._workers = []
 
+    def result_pipes(self) -> list[Connection]:
+        """Pipes of busy workers: readable as soon as a job finishes (to wait on, not poll)."""
+        return [w.conn for w in self._workers if w.running is not None]
+
     @property
     def busy(self) -> int:
         return sum(w.running is not None for w in self._workers)

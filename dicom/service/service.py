@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing.connection
 import resource
 import signal
 import threading
+import time
 from collections import defaultdict
 
 from .config import ServiceConfig
@@ -87,8 +89,20 @@ class DermpacsService:
                     self._wake_sender.set()
             except Exception:  # keep scheduling; the error is in the log
                 log.exception("scheduler round failed")
-            self._wake_scheduler.wait(self.config.poll_interval_s)
-            self._wake_scheduler.clear()
+            self._wait_for_work()
+
+    def _wait_for_work(self) -> None:
+        """Sleep until a job finishes, a series settles, an instance arrives or the poll interval ends."""
+        timeout = self.config.poll_interval_s
+        settle = self.store.next_settle_time(self.config.stable_seconds)
+        if settle is not None:
+            timeout = max(0.01, min(timeout, settle - time.time() + 0.01))
+        pipes = self.runner.result_pipes()
+        if pipes and not self._wake_scheduler.is_set():
+            multiprocessing.connection.wait(pipes, timeout)
+        else:
+            self._wake_scheduler.wait(timeout)
+        self._wake_scheduler.clear()
 
     def route_settled_series(self) -> list[int]:
         """Hand every series quiet for ``stable_seconds`` to its app(s); report what matches nothing."""

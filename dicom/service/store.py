@@ -200,6 +200,15 @@ class JobStore:
             ).fetchall()
         return [r[0] for r in rows]
 
+    def next_settle_time(self, stable_seconds: float) -> float | None:
+        """When the earliest still-collecting series will have been quiet for ``stable_seconds``."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT MIN(last) FROM (SELECT MAX(received_at) AS last FROM instances "
+                "WHERE state='received' GROUP BY series_instance_uid)"
+            ).fetchone()
+        return None if row[0] is None else row[0] + stable_seconds
+
     def waiting_instances(self, series_instance_uid: str) -> list[sqlite3.Row]:
         with self._lock:
             return self._db.execute(
