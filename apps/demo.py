@@ -77,7 +77,7 @@ def run_networked(out: Path, photographs, timeout_s: float = 600) -> int:
         import pydicom
 
         f_by_sop, visit = {}, None
-        for path in pacs.received.values():
+        for path in pacs.snapshot().values():
             ds = pydicom.dcmread(path, stop_before_pixels=True)
             if ds.Modality != "SR":
                 continue

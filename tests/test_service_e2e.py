@@ -69,7 +69,7 @@ def _results_by_source(pacs: LocalStorageSCP) -> tuple[dict[str, list[str]], lis
     """Which photograph each received SEG was derived from; and the SRs."""
     segs: dict[str, list[str]] = {}
     srs = []
-    for uid, path in pacs.received.items():
+    for uid, path in pacs.snapshot().items():
         ds = pydicom.dcmread(path, stop_before_pixels=True)
         if ds.SOPClassUID == SEG:
             source = ds.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0].ReferencedSOPInstanceUID

@@ -72,6 +72,11 @@ class LocalStorageSCP:
         """``AE@HOST:PORT``, the form dermpacs takes as --destination."""
         return f"{self.ae_title}@{self.host}:{self.port}"
 
+    def snapshot(self) -> dict[str, Path]:
+        """A copy of ``received`` that the receiving thread cannot change under the caller."""
+        with self._changed:
+            return dict(self.received)
+
     def wait_for(self, count: int, timeout_s: float) -> bool:
         """Block until ``count`` distinct instances have arrived (or the timeout passes)."""
         deadline = time.monotonic() + timeout_s
