@@ -40,6 +40,26 @@ def run_application(app_class, argv: list[str] | None = None):
     return app
 
 
+def app_main(app_class, argv: list[str] | None = None) -> int:
+    """What ``python -m apps.<name>`` does: run the app, exit non-zero when nothing was analysed."""
+    configure_logging()
+    tune_allocator()
+    app = run_application(app_class, argv)
+    cases = getattr(getattr(app, "results", None), "cases", [])
+    if not cases:
+        print("no input files found", file=sys.stderr)
+        return EXIT_NOTHING_ANALYSED
+    if not any(c.ok for c in cases):
+        return EXIT_NOTHING_ANALYSED
+    return EXIT_OK
+
+
+def chain(app, operators: list) -> None:
+    """Connect operators in a line through their ``cases`` ports: the app reads as a pipeline."""
+    for upstream, downstream in zip(operators, operators[1:]):
+        app.add_flow(upstream, downstream, {("cases", "cases")})
+
+
 def tune_allocator() -> None:
     """Keep glibc from unmapping CNN activation buffers on every forward pass.
 

@@ -59,21 +59,11 @@ class ScalpApp(Application):
             headline_key="grade_summary", headline_label="grades", name="results_writer",
         )
         pipeline = [loader, grading, sr, self.results]
-        for upstream, downstream in zip(pipeline, pipeline[1:]):
-            self.add_flow(upstream, downstream, {("cases", "cases")})
+        runtime.chain(self, pipeline)
 
 
 def main(argv: list[str] | None = None) -> int:
-    runtime.configure_logging()
-    runtime.tune_allocator()
-    app = runtime.run_application(ScalpApp, argv)
-    cases = getattr(getattr(app, "results", None), "cases", [])
-    if not cases:
-        print("no input files found", file=sys.stderr)
-        return runtime.EXIT_NOTHING_ANALYSED
-    if not any(c.ok for c in cases):
-        return runtime.EXIT_NOTHING_ANALYSED
-    return runtime.EXIT_OK
+    return runtime.app_main(ScalpApp, argv)
 
 
 if __name__ == "__main__":
