@@ -132,8 +132,8 @@ APPS: tuple[AppCase, ...] = (
         # of the outline, which is the image border, i.e. off screen when the photo fills the
         # viewport. Needs: at most 5 NUMs per group (or one group per indicator) with an outline
         # inside the image, and the shipped weights models/weights/scalp_efficientnet_b0.pt.
-        pending="scalp: SR not yet readable in OHIF 3.13.2 (max 5 lines per group, text box off screen) "
-                "and no shipped weights; see tests/e2e/apps.py",
+        pending="scalp: SR not yet readable in OHIF 3.13.2 (one group of 30 NUMs: max 5 lines per group; "
+                "outline = image border puts the text box off screen); see tests/e2e/apps.py",
         weights="models/weights/scalp_efficientnet_b0.pt",
     ),
     AppCase(
