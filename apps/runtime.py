@@ -103,6 +103,22 @@ def resolve_weights(model_path: str | os.PathLike | None, default: Path, pattern
     return default
 
 
+_MODELS: dict[tuple, object] = {}
+
+
+def load_model(loader, model_path: str | os.PathLike | None, shipped: Path, pattern: str):
+    """The model for ``-m`` (or the shipped weights), loaded once per process and weights file.
+
+    A service worker runs many jobs in one process: this keeps model loading out of the
+    per-job path, while a replaced weights file (new modification time) is loaded afresh.
+    """
+    weights = resolve_weights(model_path, shipped, pattern).resolve()
+    key = (loader, weights, weights.stat().st_mtime_ns)
+    if key not in _MODELS:
+        _MODELS[key] = loader(weights)
+    return _MODELS[key]
+
+
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:

@@ -9,7 +9,6 @@ image (SCOORD = the image border rectangle).
 
 from __future__ import annotations
 
-import functools
 import logging
 import sys
 from pathlib import Path
@@ -31,15 +30,9 @@ SHIPPED_WEIGHTS = Path(__file__).resolve().parents[2] / "models" / "weights" / "
 
 def load_grader(model_path: str | None):
     """The grader for ``-m`` (or the shipped weights), loaded once per process."""
-    weights = runtime.resolve_weights(model_path, SHIPPED_WEIGHTS, WEIGHTS_PATTERN).resolve()
-    return _cached_grader(weights, weights.stat().st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=2)
-def _cached_grader(weights: Path, _mtime_ns: int):
     from models.scalp.inference import ScalpGrader
 
-    return ScalpGrader.load(weights)
+    return runtime.load_model(ScalpGrader.load, model_path, SHIPPED_WEIGHTS, WEIGHTS_PATTERN)
 
 
 class ScalpApp(Application):

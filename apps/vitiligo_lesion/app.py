@@ -10,7 +10,6 @@ photograph that is not a face, scalp or skin prick test here.
 
 from __future__ import annotations
 
-import functools
 import logging
 import sys
 from pathlib import Path
@@ -35,15 +34,9 @@ SHIPPED_WEIGHTS = Path(__file__).resolve().parents[2] / "models" / "weights" / "
 
 def load_segmenter(model_path: str | None):
     """The segmenter for ``-m`` (or the shipped weights), loaded once per process."""
-    weights = runtime.resolve_weights(model_path, SHIPPED_WEIGHTS, WEIGHTS_PATTERN).resolve()
-    return _cached_segmenter(weights, weights.stat().st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=2)
-def _cached_segmenter(weights: Path, _mtime_ns: int):
     from models.lesion.inference import CloseUpSegmenter
 
-    return CloseUpSegmenter.load(weights)
+    return runtime.load_model(CloseUpSegmenter.load, model_path, SHIPPED_WEIGHTS, WEIGHTS_PATTERN)
 
 
 class VitiligoLesionApp(Application):
