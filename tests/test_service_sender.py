@@ -18,6 +18,7 @@ from pathlib import Path
 import pydicom
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filereader import read_dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, evt
 from pynetdicom.dsutils import split_dataset
@@ -99,7 +100,8 @@ def env_factory(tmp_path):
 class StorageSCP:
     """A pynetdicom storage SCP that records what it gets and answers ``status``."""
 
-    def __init__(self, port: int = 0, ae_title: str = "PACS", status: int = 0x0000, ssl_context=None) -> None:
+    def __init__(self, port: int = 0, ae_title: str = "PACS", status: int = 0x0000, ssl_context=None,
+                 transfer_syntaxes=(ExplicitVRLittleEndian, ImplicitVRLittleEndian)) -> None:
         self.received: dict[str, bytes] = {}
         self.status = status
         self.calling: list[str] = []
@@ -107,7 +109,7 @@ class StorageSCP:
         ae.require_called_aet = True
         ae.add_supported_context(Verification)
         for sop_class in RESULT_CLASSES:
-            ae.add_supported_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+            ae.add_supported_context(sop_class, list(transfer_syntaxes))
         self.ae = ae
         self.server = ae.start_server(("127.0.0.1", port), block=False, ssl_context=ssl_context,
                                       evt_handlers=[(evt.EVT_C_STORE, self._on_store)])
@@ -162,6 +164,19 @@ def test_results_are_delivered_and_the_job_is_done(env_factory, scp):
     assert set(server.calling) == {"DERMAI"}
     assert [e["details"]["status"] for e in env.events("sent")] == ["0x0000"] * 3
     assert env.sender.send_due() == 0  # nothing left
+
+
+def test_results_are_converted_for_a_peer_without_their_transfer_syntax(env_factory, scp):
+    """Files are streamed as stored only in their own syntax; a peer taking only Implicit VR
+    gets the same data set re-encoded, not a refusal."""
+    server = scp(transfer_syntaxes=(ImplicitVRLittleEndian,))
+    env = env_factory(dimse(server.port))
+    job_id, outputs = env.queue()
+    assert env.sender.send_due() == 2
+    assert env.store.job(job_id).state == "done"
+    for path, uid, _ in outputs:
+        got = read_dataset(BytesIO(server.received[uid]), is_implicit_VR=True, is_little_endian=True)
+        assert got == pydicom.dcmread(path)
 
 
 @pytest.mark.skipif(shutil.which("storescp") is None, reason="dcmtk storescp not installed")

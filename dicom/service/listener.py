@@ -50,6 +50,7 @@ from .config import ServiceConfig, TlsConfig
 from .router import routing_header
 from .spool import Spool, is_valid_uid
 from .store import JobStore, ReceivedInstance
+from .transport import LOW_LATENCY_HANDLERS
 
 LOG = logging.getLogger("dermpacs.listener")
 
@@ -223,6 +224,7 @@ class DicomListener:
         if self._server is not None:
             raise RuntimeError("listener already started")
         handlers = [
+            *LOW_LATENCY_HANDLERS,
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_C_STORE, self._on_c_store),
         ]

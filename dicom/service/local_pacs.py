@@ -9,8 +9,10 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
+from pydicom import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEGBaseline8Bit
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import (
@@ -24,6 +26,7 @@ from pynetdicom.sop_class import (
 )
 
 from .spool import atomic_write
+from .transport import LOW_LATENCY_HANDLERS
 
 ACCEPTED_SOP_CLASSES = (
     SegmentationStorage, Comprehensive3DSRStorage, ComprehensiveSRStorage, EnhancedSRStorage,
@@ -61,7 +64,7 @@ class LocalStorageSCP:
         for sop_class in ACCEPTED_SOP_CLASSES:
             ae.add_supported_context(sop_class, TRANSFER_SYNTAXES)
         self._server = ae.start_server((self.host, self.requested_port), block=False,
-                                       evt_handlers=[(evt.EVT_C_STORE, self._on_store)])
+                                       evt_handlers=[*LOW_LATENCY_HANDLERS, (evt.EVT_C_STORE, self._on_store)])
         return self
 
     @property
@@ -100,21 +103,22 @@ class LocalStorageSCP:
         self.stop()
 
 
-def send_instances(paths: list[Path], address: str, calling_ae: str = "LOCALPACS") -> list[int]:
-    """C-STORE files to ``AE@HOST:PORT`` over one association, as a PACS or modality would.
+def send_instances(instances: Sequence[Path | Dataset], address: str, calling_ae: str = "LOCALPACS") -> list[int]:
+    """C-STORE files (or datasets already read) to ``AE@HOST:PORT`` over one association, as a PACS would.
 
-    Each file is proposed in its own transfer syntax (JPEG stays JPEG). Returns the statuses.
+    Each instance is proposed in its own transfer syntax (JPEG stays JPEG). Returns the statuses.
     """
     import pydicom
 
     from .config import Destination
 
     destination = Destination.parse(address)
-    datasets = [pydicom.dcmread(p) for p in paths]
+    datasets = [ds if isinstance(ds, Dataset) else pydicom.dcmread(ds) for ds in instances]
     ae = AE(ae_title=calling_ae)
     for sop_class, syntax in {(str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID)) for ds in datasets}:
         ae.add_requested_context(sop_class, [syntax])
-    assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
+    assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title,
+                         evt_handlers=LOW_LATENCY_HANDLERS)
     if not assoc.is_established:
         raise ConnectionError(f"association with {address} was not established")
     try:

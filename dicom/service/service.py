@@ -96,7 +96,10 @@ class DermpacsService:
         timeout = self.config.poll_interval_s
         settle = self.store.next_settle_time(self.config.stable_seconds)
         if settle is not None:
-            timeout = max(0.01, min(timeout, settle - time.time() + 0.01))
+            due_in = settle - time.time()
+            # Wake 1 ms after a series settles; one already due (it settled during this round,
+            # or routing it failed) is retried 10 ms on, not in a spin.
+            timeout = min(timeout, due_in + 0.001 if due_in > 0 else 0.01)
         pipes = self.runner.result_pipes()
         if pipes and not self._wake_scheduler.is_set():
             multiprocessing.connection.wait(pipes, timeout)

@@ -7,6 +7,7 @@ Start these inside :func:`tests.pacs.netns.isolated_network`, on loopback only.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -19,7 +20,18 @@ from pydicom.dataset import Dataset
 
 from .netns import free_port, require_isolation
 
-__all__ = ["StoreSCP", "storescu", "wait_for_port", "wait_until"]
+__all__ = ["StoreSCP", "dcmtk_environment", "storescu", "wait_for_port", "wait_until"]
+
+
+def dcmtk_environment() -> dict[str, str]:
+    """The environment for a DCMTK-based peer (storescp, storescu, Orthanc), Nagle disabled.
+
+    DCMTK leaves Nagle's algorithm on unless TCP_NODELAY=1 is in its environment; then each
+    of its small PDU writes (a C-STORE response, the last fragment of a data set) waits
+    for the peer's delayed ACK, about 40 ms per message on Linux. deploy/orthanc sets it for
+    Orthanc; the test peers get the same setting.
+    """
+    return {**os.environ, "TCP_NODELAY": "1"}
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.05, what: str = "condition"):
@@ -82,7 +94,7 @@ class StoreSCP:
         self._process = subprocess.Popen(
             [_tool("storescp"), "-aet", self.ae_title, "-od", str(self.directory), "-pm", "+xa",
              "-fe", ".dcm", "-dhl", "-v", str(self.port)],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=dcmtk_environment(),
         )
         log.close()
         wait_for_port(self.port, process=self._process)
@@ -156,6 +168,6 @@ def storescu(
     for option, paths in groups.items():
         args = [_tool("storescu"), "-R", *([option] if option else []), "-aet", calling_ae,
                 "-aec", called_ae, "-to", "10", "127.0.0.1", str(port), *paths]
-        result = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+        result = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=dcmtk_environment())
         if result.returncode != 0 or "E:" in result.stderr:
             raise RuntimeError(f"storescu failed ({result.returncode}): {result.stderr or result.stdout}")

@@ -32,7 +32,7 @@ from typing import Any
 import pydicom
 from pydicom.dataset import Dataset
 
-from .dcmtk import wait_until
+from .dcmtk import dcmtk_environment, wait_until
 from .netns import free_port, require_isolation
 
 __all__ = ["OrthancServer", "ROUTER_LUA", "DEPLOY_CONFIG", "read_orthanc_json", "orthanc_binary", "dicomweb_plugin"]
@@ -160,6 +160,7 @@ class OrthancServer:
         self._process = subprocess.Popen(
             [orthanc_binary(), "--no-jobs", str(self.config_path)],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.workdir,
+            env=dcmtk_environment(),
         )
         log.close()
 
