@@ -21,7 +21,7 @@ from dicom.sr import read_measurement_report
 from dicom.validate import dciodvfy
 from models.scalp import INDICATORS
 from models.scalp.synthetic import generate_sample
-from operators.scalp_grading import INDICATOR_CODES, PROBABILITY_CODES, SEVERITY_CODES
+from operators.scalp_grading import INDICATOR_CODES, PROBABILITY_CODES, SCALP_SR_GROUPS, SEVERITY_CODES
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -91,32 +91,56 @@ def test_sr_passes_dciodvfy(scalp_run):
         assert not result.errors, (path.name, result.errors)
 
 
-def test_sr_round_trips_grades_probabilities_and_names_the_model(scalp_run):
+def test_sr_round_trips_grades_confidence_and_names_the_model(scalp_run):
     root, _ = scalp_run
     out = root / "out"
     report = results_of(out)
     by_sop = {c["sop_instance_uid"]: c["results"] for c in report["cases"] if c["status"] == "analysed"}
     groups = read_measurement_report(sorted(out.glob("SR_*.dcm"))[0])
-    assert len(groups) == 2
+    assert len(groups) == 2 * len(SCALP_SR_GROUPS)
     sha = hashlib.sha256(SHIPPED_WEIGHTS.read_bytes()).hexdigest()
     assert report["algorithm"]["weights_sha256"] == sha
+    seen: dict[str, list[str]] = {sop: [] for sop in by_sop}
     for group in groups:
         expected = by_sop[group["referenced_sop_instance_uid"]]
         assert group["finding_site"] == codes.SKIN_OF_SCALP.meaning
         assert group["finding"] == codes.SCALP_FINDING.meaning
-        # SCOORD: the image border rectangle
-        assert group["outline_xy"].tolist() == [[0, 0], [640, 0], [640, 480], [0, 480], [0, 0]]
-        for name in INDICATORS:
+        names = list(group["measurements"])
+        indicators = [name for name in INDICATORS if INDICATOR_CODES[name].meaning in names]
+        assert 1 <= len(indicators) <= 5  # OHIF 3.13.2 draws five lines per group
+        seen[group["referenced_sop_instance_uid"]] += indicators
+        for i, name in enumerate(indicators):
             grade = expected["grades"][name]
             concept = INDICATOR_CODES[name].meaning
             assert group["measurements"][concept] == (float(grade), "{grade}")
             assert group["qualitative"][concept] == SEVERITY_CODES[grade].meaning
-            probs = [group["measurements"][PROBABILITY_CODES[name][k].meaning] for k in range(4)]
-            assert [p[1] for p in probs] == ["%"] * 4
-            assert [p[0] for p in probs] == expected["probabilities_percent"][name]
-            assert sum(p[0] for p in probs) == pytest.approx(100, abs=0.05)
-            assert int(np.argmax([p[0] for p in probs])) == grade
+            # the first lines a viewer draws: the assigned grade's probability, never 0
+            confidence = PROBABILITY_CODES[name][grade].meaning
+            assert names[i] == confidence
+            assert group["measurements"][confidence] == (expected["probabilities_percent"][name][grade], "%")
+            assert expected["probabilities_percent"][name][grade] == max(expected["probabilities_percent"][name])
         assert f"weights_sha256={sha}" in group["algorithm"]["parameters"]
+    for sop, indicators in seen.items():
+        assert sorted(indicators) == sorted(INDICATORS), sop  # every indicator once per photograph
+    for case in report["cases"]:
+        if case["status"] == "analysed":
+            for probs in case["results"]["probabilities_percent"].values():
+                assert len(probs) == 4 and sum(probs) == pytest.approx(100, abs=0.05)
+
+
+def test_sr_outlines_keep_viewer_text_on_the_photograph(scalp_run):
+    """Outlines inside the photograph, left of its middle, at distinct mid-heights (text boxes stack)."""
+    root, _ = scalp_run
+    groups = read_measurement_report(sorted((root / "out").glob("SR_*.dcm"))[0])
+    by_photo: dict[str, list[np.ndarray]] = {}
+    for group in groups:
+        by_photo.setdefault(group["referenced_sop_instance_uid"], []).append(group["outline_xy"])
+    for outlines in by_photo.values():
+        for xy in outlines:
+            assert xy[:, 0].min() > 0 and xy[:, 1].min() > 0 and xy[:, 1].max() < 480
+            assert xy[:, 0].max() <= 0.6 * 640
+        middles = [(xy[:, 1].min() + xy[:, 1].max()) / 2 for xy in outlines]
+        assert min(np.diff(sorted(middles))) >= 0.1 * 480
 
 
 def test_bad_inputs_fail_alone_with_clear_reasons(scalp_run):
@@ -153,3 +177,15 @@ def test_nothing_analysable_exits_non_zero_and_writes_no_dicom(scalp_run, tmp_pa
     assert "Traceback" not in proc.stderr
     assert not list((tmp_path / "out").glob("*.dcm"))
     assert results_of(tmp_path / "out")["analysed"] == 0
+
+
+def test_sr_layout_is_checked():
+    """A layout that would hide lines in a viewer, or skip or repeat an indicator, is refused."""
+    from operators.scalp_grading import ScalpGradingStep, ScalpSrGroup
+
+    with pytest.raises(ValueError, match="at most 5 lines"):
+        ScalpSrGroup("all", INDICATORS, (0.05, 0.05, 0.55, 0.95))
+    with pytest.raises(ValueError, match="box"):
+        ScalpSrGroup("hair", ("hair_loss",), (0.6, 0.05, 0.55, 0.95))
+    with pytest.raises(ValueError, match="every indicator once"):
+        ScalpGradingStep(grader=None, layout=SCALP_SR_GROUPS[:1])

@@ -3,8 +3,8 @@
     python -m apps.scalp -i IN -o OUT [-m MODELS]
 
 Pipeline: load photographs -> scalp grading (EfficientNet, six 4-class heads) -> SR -> results.json.
-Nothing is segmented, so no SEG is written: each photograph's SR group refers to the whole
-image (SCOORD = the image border rectangle).
+Nothing is segmented, so no SEG is written: the grades refer to the whole photograph; its
+SR groups' outlines are rectangles inside it (operators/scalp_grading.py says why).
 """
 
 from __future__ import annotations
