@@ -1,8 +1,10 @@
 """The DICOM node under load: study latency, the service's own overhead, sustained throughput.
 
 Starts `dermpacs serve` on loopback (inside a private network namespace, as the tests do)
-and measures against two destinations in turn: dcmtk ``storescp`` (an independent, native
-DICOM node, as a PACS would be) and the embedded pynetdicom stand-in of `make demo`.
+and measures against three destinations in turn: dcmtk ``storescp`` (a native node that only
+writes files), Orthanc with the shipped configuration (the PACS of the tests and of the
+install notes) and the embedded pynetdicom stand-in of `make demo`; DCMTK-based ones run
+with TCP_NODELAY=1, as deploy/orthanc/tcp-nodelay.conf sets it.
 
 1. latency: N demo studies (3 x 2832x4240 JPEG VL photographs each), sent one after
    another, each from its first C-STORE to its last result stored at the destination
@@ -49,9 +51,13 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
 
 
-def study_timeline(store, series_uid: str, started: float, acknowledged: float, stored: float,
+def study_timeline(store, series_uid: str, started: float, acknowledged: float,
                    stable_seconds: float) -> dict[str, float]:
-    """One study's latency split by the audit trail's timestamps (wall clock, ms resolution)."""
+    """One study's latency split by the audit trail's timestamps (wall clock, ms resolution).
+
+    The study ends when the destination answered the C-STORE of its last result: the
+    'sent' audit row written right after that response (a PACS answers once it has stored).
+    """
     rows = store.audit_rows()
     received = [_audit_time(r) for r in rows
                 if r["event"] == "received" and r["details"].get("series_instance_uid") == series_uid]
@@ -60,6 +66,7 @@ def study_timeline(store, series_uid: str, started: float, acknowledged: float, 
     job_started = next(r for r in rows if r["event"] == "started" and r["job_id"] == job)
     analysed = next(r for r in rows if r["event"] == "analysed" and r["job_id"] == job)
     analysis = float(analysed["details"]["duration_s"])
+    stored = max(_audit_time(r) for r in rows if r["event"] == "sent" and r["job_id"] == job)
     latency = stored - started
     return {
         "study_latency_s": round(latency, 3),
@@ -75,9 +82,9 @@ def study_timeline(store, series_uid: str, started: float, acknowledged: float, 
 class StandInDestination:
     """The embedded pynetdicom storage SCP (`make demo`'s PACS)."""
 
-    name = "pynetdicom stand-in"
+    name = "pynetdicom stand-in (make demo's PACS)"
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, dermpacs_port: int) -> None:
         from dicom.service.local_pacs import LocalStorageSCP
 
         self.scp = LocalStorageSCP(folder, ae_title="BENCHPACS")
@@ -95,17 +102,13 @@ class StandInDestination:
     def count(self) -> int:
         return len(self.scp.snapshot())
 
-    def wait_for(self, count: int, timeout_s: float) -> float | None:
-        """Wall time at which the ``count``-th instance was stored (None: timed out)."""
-        return time.time() if self.scp.wait_for(count, timeout_s) else None
-
 
 class StoreScpDestination:
-    """dcmtk ``storescp``: a native, independent storage SCP."""
+    """dcmtk ``storescp``: a native storage SCP that only writes files (TCP_NODELAY=1)."""
 
     name = "dcmtk storescp"
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, dermpacs_port: int) -> None:
         from tests.pacs.dcmtk import StoreSCP
 
         self.folder = folder
@@ -124,17 +127,38 @@ class StoreScpDestination:
     def count(self) -> int:
         return len(list(self.folder.glob("*.dcm")))
 
-    def wait_for(self, count: int, timeout_s: float) -> float | None:
-        """When the ``count``-th file was complete: the newest mtime once no file still grows."""
-        deadline = time.monotonic() + timeout_s
-        previous: dict[Path, int] | None = None
-        while time.monotonic() < deadline:
-            sizes = {p: p.stat().st_size for p in self.folder.glob("*.dcm")}
-            if len(sizes) >= count and sizes == previous:
-                return max(p.stat().st_mtime_ns for p in sizes) / 1e9
-            previous = sizes
-            time.sleep(0.02)
-        return None
+
+class OrthancDestination:
+    """Orthanc with the shipped configuration and TCP_NODELAY=1 (deploy/orthanc), storing only."""
+
+    name = "Orthanc (deploy/orthanc)"
+
+    def __init__(self, folder: Path, dermpacs_port: int) -> None:
+        from tests.pacs.orthanc import OrthancServer
+
+        self.server = OrthancServer(folder, dermpacs_port, router=False)
+
+    def __enter__(self) -> "OrthancDestination":
+        self.server.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.stop()
+
+    def address(self) -> str:
+        return f"{self.server.aet}@127.0.0.1:{self.server.dicom_port}"
+
+    def count(self) -> int:
+        return int(self.server.get_json("/statistics")["CountInstances"])
+
+
+def wait_for_count(destination, count: int, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while destination.count() < count:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def measure(destination_cls, work: Path, args, studies, load, warm_up) -> dict:
@@ -149,7 +173,7 @@ def measure(destination_cls, work: Path, args, studies, load, warm_up) -> dict:
     config.write_text(f"bind_address: 127.0.0.1\nstable_seconds: {args.stable_seconds}\n"
                       f"workers: {args.workers}\npoll_interval_s: 0.1\n")
     figures: dict = {}
-    with destination_cls(work / f"pacs-{tag}") as pacs:
+    with destination_cls(work / f"pacs-{tag}", port) as pacs:
         service = subprocess.Popen(
             [sys.executable, "-m", "dicom.cli", "serve", "--config", str(config), "--port", str(port),
              "--data-dir", str(data), "--destination", pacs.address()],
@@ -161,7 +185,7 @@ def measure(destination_cls, work: Path, args, studies, load, warm_up) -> dict:
             wait_for_echo(address, 120, alive=lambda: service.poll() is None)
             # Warm the worker (imports, model load) with one photograph, as a running service would be.
             send_instances(warm_up, address)
-            pacs.wait_for(2, 300)
+            wait_for_count(pacs, 2, 300)
 
             store = JobStore(data / "dermpacs.sqlite3")
             timelines = []
@@ -171,11 +195,10 @@ def measure(destination_cls, work: Path, args, studies, load, warm_up) -> dict:
                 started = time.time()
                 send_instances(study, address)
                 acknowledged = time.time()
-                stored = pacs.wait_for(expected, 300)
-                if stored is None:
+                if not wait_for_count(pacs, expected, 300):
                     raise TimeoutError(f"{pacs.name}: the study's results did not all arrive")
                 time.sleep(0.2)  # let the sender release its association before reading the CPU clock
-                timeline = study_timeline(store, str(study[0].SeriesInstanceUID), started, acknowledged, stored,
+                timeline = study_timeline(store, str(study[0].SeriesInstanceUID), started, acknowledged,
                                           args.stable_seconds)
                 timeline["service_cpu_s"] = round(process_cpu_s(service.pid) - cpu_before, 3)
                 timelines.append(timeline)
@@ -195,7 +218,7 @@ def measure(destination_cls, work: Path, args, studies, load, warm_up) -> dict:
                     t.start()
                 for t in threads:
                     t.join()
-                ok = pacs.wait_for(expected, 1800) is not None
+                ok = wait_for_count(pacs, expected, 1800)
                 elapsed = time.perf_counter() - started
                 figures.update({
                     "throughput_photos": len(load),
@@ -263,10 +286,12 @@ def main() -> int:
     figures: dict = {"machine_cpus": os.cpu_count(), "workers": args.workers, "stable_seconds": args.stable_seconds}
     with isolated_network():  # storescp listens on all interfaces: keep everything on a private loopback
         figures["storescp"] = measure(StoreScpDestination, work, args, studies, [], [warm_up[1].path])
+        figures["orthanc"] = measure(OrthancDestination, work, args, studies, [], [warm_up[2].path])
         figures["stand_in"] = measure(StandInDestination, work, args, studies, load, [warm_up[0].path])
 
-    report(StoreScpDestination.name, figures["storescp"], args.stable_seconds)
-    report(StandInDestination.name, figures["stand_in"], args.stable_seconds)
+    for key, cls in (("storescp", StoreScpDestination), ("orthanc", OrthancDestination),
+                     ("stand_in", StandInDestination)):
+        report(cls.name, figures[key], args.stable_seconds)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
     return 0 if figures["stand_in"].get("all_delivered") else 1

@@ -8,6 +8,7 @@ import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless
 
 from dicom import codes
 from dicom.encode import pattern_image, photograph_dataset, write_dataset
@@ -171,3 +172,40 @@ def test_full_size_seg_is_valid(tmp_path):
         write_times.append(time.perf_counter() - start)
     print(f"SEG {cols}x{rows}: build {min(build_times):.3f} s, write {min(write_times):.3f} s")
     check_seg_file(path, photo, masks)
+
+
+@pytest.mark.parametrize("syntax", [DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+def test_seg_transfer_syntaxes_hold_the_same_masks(tmp_path, syntax):
+    photo = make_photo(tmp_path, 600, 800)
+    masks = make_masks(600, 800)
+    seg = build_photo_segmentation(photo, SPECS, masks, ALGORITHM, transfer_syntax_uid=syntax)
+    path = write_dataset(seg, tmp_path / "seg.dcm")
+    assert pydicom.dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID == syntax
+    check_seg_file(path, photo, masks)  # dciodvfy-clean (deflated: judged inflated) and masks round-trip
+
+
+def test_deflated_seg_is_the_default_and_small(tmp_path):
+    photo = make_photo(tmp_path, 1200, 1600)
+    masks = make_masks(1200, 1600)
+    deflated = write_dataset(build_photo_segmentation(photo, SPECS, masks, ALGORITHM), tmp_path / "deflated.dcm")
+    plain = write_dataset(build_photo_segmentation(photo, SPECS, masks, ALGORITHM,
+                                                   transfer_syntax_uid=ExplicitVRLittleEndian), tmp_path / "plain.dcm")
+    assert pydicom.dcmread(deflated).file_meta.TransferSyntaxUID == DeflatedExplicitVRLittleEndian
+    assert deflated.stat().st_size * 20 < plain.stat().st_size  # 2 x 240 kB of mask bits -> a few kB
+    assert pydicom.dcmread(deflated).PixelData == pydicom.dcmread(plain).PixelData
+
+
+def test_refuses_a_transfer_syntax_a_binary_seg_cannot_have(tmp_path):
+    photo = make_photo(tmp_path, 100, 100)
+    with pytest.raises(ValueError, match="RLE Lossless"):
+        build_photo_segmentation(photo, SPECS, make_masks(100, 100), ALGORITHM, transfer_syntax_uid=RLELossless)
+
+
+def test_dciodvfy_still_finds_errors_in_a_deflated_file(tmp_path):
+    photo = make_photo(tmp_path, 100, 100)
+    seg = build_photo_segmentation(photo, SPECS, make_masks(100, 100), ALGORITHM)
+    del seg.SegmentSequence[0].SegmentLabel  # type 1 in the Segmentation Image module
+    path = write_dataset(seg, tmp_path / "broken.dcm")
+    assert pydicom.dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID == DeflatedExplicitVRLittleEndian
+    result = dciodvfy(path)
+    assert any("SegmentLabel" in e for e in result.errors), result.output

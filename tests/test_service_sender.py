@@ -19,7 +19,7 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filereader import read_dataset
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, evt
 from pynetdicom.dsutils import split_dataset
 from pynetdicom.sop_class import Comprehensive3DSRStorage, EnhancedSRStorage, SegmentationStorage, Verification
@@ -166,17 +166,28 @@ def test_results_are_delivered_and_the_job_is_done(env_factory, scp):
     assert env.sender.send_due() == 0  # nothing left
 
 
-def test_results_are_converted_for_a_peer_without_their_transfer_syntax(env_factory, scp):
+@pytest.mark.parametrize("stored_as", [ExplicitVRLittleEndian, DeflatedExplicitVRLittleEndian])
+def test_results_are_converted_for_a_peer_without_their_transfer_syntax(env_factory, scp, stored_as):
     """Files are streamed as stored only in their own syntax; a peer taking only Implicit VR
-    gets the same data set re-encoded, not a refusal."""
+    gets the same data set re-encoded (a deflated SEG inflated), not a refusal."""
     server = scp(transfer_syntaxes=(ImplicitVRLittleEndian,))
     env = env_factory(dimse(server.port))
-    job_id, outputs = env.queue()
+    job_id, outputs = env.queue(ts=stored_as)
     assert env.sender.send_due() == 2
     assert env.store.job(job_id).state == "done"
     for path, uid, _ in outputs:
         got = read_dataset(BytesIO(server.received[uid]), is_implicit_VR=True, is_little_endian=True)
         assert got == pydicom.dcmread(path)
+
+
+def test_deflated_results_go_as_stored_to_a_peer_that_accepts_deflate(env_factory, scp):
+    server = scp(transfer_syntaxes=(DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian))
+    env = env_factory(dimse(server.port))
+    _, outputs = env.queue(ts=DeflatedExplicitVRLittleEndian)
+    assert env.sender.send_due() == 2
+    for path, uid, _ in outputs:
+        _, offset = split_dataset(path)
+        assert server.received[uid] == path.read_bytes()[offset:]  # the deflated bytes, unchanged
 
 
 @pytest.mark.skipif(shutil.which("storescp") is None, reason="dcmtk storescp not installed")

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pydicom import Dataset
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEGBaseline8Bit
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEGBaseline8Bit
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import (
     ComprehensiveSRStorage,
@@ -32,7 +32,7 @@ ACCEPTED_SOP_CLASSES = (
     SegmentationStorage, Comprehensive3DSRStorage, ComprehensiveSRStorage, EnhancedSRStorage,
     VLPhotographicImageStorage, SecondaryCaptureImageStorage,
 )
-TRANSFER_SYNTAXES = [ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEGBaseline8Bit]
+TRANSFER_SYNTAXES = [DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEGBaseline8Bit]
 
 
 class LocalStorageSCP:
