@@ -34,6 +34,7 @@ import threading
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -79,7 +80,21 @@ def study_timeline(store, series_uid: str, started: float, acknowledged: float,
     }
 
 
-class StandInDestination:
+class _Destination:
+    """A storage SCP the service sends to: started and stopped around one measurement."""
+
+    name = ""
+    server: Any  # has start() and stop()
+
+    def __enter__(self):
+        self.server.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.stop()
+
+
+class StandInDestination(_Destination):
     """The embedded pynetdicom storage SCP (`make demo`'s PACS)."""
 
     name = "pynetdicom stand-in (make demo's PACS)"
@@ -87,23 +102,16 @@ class StandInDestination:
     def __init__(self, folder: Path, dermpacs_port: int) -> None:
         from dicom.service.local_pacs import LocalStorageSCP
 
-        self.scp = LocalStorageSCP(folder, ae_title="BENCHPACS")
-
-    def __enter__(self) -> "StandInDestination":
-        self.scp.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.scp.stop()
+        self.server = LocalStorageSCP(folder, ae_title="BENCHPACS")
 
     def address(self) -> str:
-        return self.scp.address()
+        return self.server.address()
 
     def count(self) -> int:
-        return len(self.scp.snapshot())
+        return len(self.server.snapshot())
 
 
-class StoreScpDestination:
+class StoreScpDestination(_Destination):
     """dcmtk ``storescp``: a native storage SCP that only writes files (TCP_NODELAY=1)."""
 
     name = "dcmtk storescp"
@@ -112,23 +120,16 @@ class StoreScpDestination:
         from tests.pacs.dcmtk import StoreSCP
 
         self.folder = folder
-        self.scp = StoreSCP(folder, ae_title="BENCHPACS")
-
-    def __enter__(self) -> "StoreScpDestination":
-        self.scp.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.scp.stop()
+        self.server = StoreSCP(folder, ae_title="BENCHPACS")
 
     def address(self) -> str:
-        return f"BENCHPACS@127.0.0.1:{self.scp.port}"
+        return f"BENCHPACS@127.0.0.1:{self.server.port}"
 
     def count(self) -> int:
         return len(list(self.folder.glob("*.dcm")))
 
 
-class OrthancDestination:
+class OrthancDestination(_Destination):
     """Orthanc with the shipped configuration and TCP_NODELAY=1 (deploy/orthanc), storing only."""
 
     name = "Orthanc (deploy/orthanc)"
@@ -137,13 +138,6 @@ class OrthancDestination:
         from tests.pacs.orthanc import OrthancServer
 
         self.server = OrthancServer(folder, dermpacs_port, router=False)
-
-    def __enter__(self) -> "OrthancDestination":
-        self.server.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.stop()
 
     def address(self) -> str:
         return f"{self.server.aet}@127.0.0.1:{self.server.dicom_port}"

@@ -43,7 +43,33 @@ __all__ = [
     "SUPPORTED_SOP_CLASSES",
     "SUPPORTED_TRANSFER_SYNTAXES",
     "read_photograph",
+    "FileIdentity",
+    "read_file_identity",
 ]
+
+
+@dataclass(frozen=True)
+class FileIdentity:
+    """What a Part 10 file's meta group says it holds."""
+
+    sop_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax: UID
+
+
+def read_file_identity(path: str | Path) -> FileIdentity:
+    """The identity of a DICOM file from its File Meta Information alone.
+
+    Only the meta group is read (it is never compressed): a Deflated SEG is not inflated,
+    a 12-megapixel photograph is not parsed. Raises for a file without a complete meta group.
+    """
+    meta = pydicom.filereader.read_file_meta_info(path)
+    missing = [kw for kw in ("MediaStorageSOPInstanceUID", "MediaStorageSOPClassUID", "TransferSyntaxUID")
+               if not meta.get(kw)]
+    if missing:
+        raise ValueError(f"{Path(path).name}: file meta information lacks {', '.join(missing)}")
+    return FileIdentity(str(meta.MediaStorageSOPInstanceUID), str(meta.MediaStorageSOPClassUID),
+                        UID(meta.TransferSyntaxUID))
 
 
 class PhotographError(Exception):

@@ -37,11 +37,13 @@ def _readable_by_dciodvfy(path: Path, scratch: Path) -> Path:
     import pydicom
     from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 
+    from .reader import read_file_identity
+
     try:
-        meta = pydicom.filereader.read_file_meta_info(path)
+        syntax = read_file_identity(path).transfer_syntax
     except Exception:  # noqa: BLE001 - not a Part 10 file: let dciodvfy say what is wrong
         return path
-    if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
+    if syntax != DeflatedExplicitVRLittleEndian:
         return path
     ds = pydicom.dcmread(path)
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian

@@ -22,7 +22,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-import pydicom
+from dicom.reader import read_file_identity
 
 from .config import AppConfig, ServiceConfig
 from .spool import Spool
@@ -235,12 +235,12 @@ def _first_error(results: dict[str, Any] | None) -> str | None:
 
 
 def _result_files(folder: Path) -> list[tuple[Path, str, str]]:
-    """Every DICOM file the app wrote: (path, SOP Instance UID, SOP Class UID)."""
+    """Every DICOM file the app wrote: (path, SOP Instance UID, SOP Class UID), from its meta group."""
     found = []
     for path in sorted(folder.rglob("*.dcm")):
         try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID", "SOPClassUID"])
-            found.append((path, str(ds.SOPInstanceUID), str(ds.SOPClassUID)))
+            identity = read_file_identity(path)
+            found.append((path, identity.sop_instance_uid, identity.sop_class_uid))
         except Exception as exc:  # an app that wrote a broken file: it is not sent
             log.error("result %s is not readable DICOM: %s", path.name, exc)
     return found

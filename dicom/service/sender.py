@@ -33,6 +33,8 @@ from pynetdicom import AE
 from pynetdicom import _config as pynetdicom_config
 from pynetdicom.presentation import build_context
 
+from dicom.reader import FileIdentity, read_file_identity
+
 from .config import Destination, SenderConfig, ServiceConfig
 from .store import JobStore, OutboxItem
 from .transport import LOW_LATENCY_HANDLERS
@@ -59,8 +61,11 @@ class _Loaded:
     """An outbox item whose file has been checked; the whole dataset is read only if needed."""
 
     item: OutboxItem
-    header: Dataset  # file meta and every element before the pixel data
-    transfer_syntax: UID
+    identity: FileIdentity  # from the file meta: a deflated SEG is not inflated to check it
+
+    @property
+    def transfer_syntax(self) -> UID:
+        return self.identity.transfer_syntax
 
     @property
     def dataset(self) -> Dataset:
@@ -154,15 +159,15 @@ class ResultSender:
                 self._fail(item, f"result file missing: {item.path}", now, permanent=True)
                 continue
             try:
-                ds = pydicom.dcmread(item.path, stop_before_pixels=True)
-                ts = UID(ds.file_meta.TransferSyntaxUID)
-                if str(ds.SOPInstanceUID) != item.sop_instance_uid:
-                    raise ValueError(f"file holds SOP Instance UID {ds.SOPInstanceUID}, not {item.sop_instance_uid}")
+                identity = read_file_identity(item.path)
+                if identity.sop_instance_uid != item.sop_instance_uid:
+                    raise ValueError(f"file holds SOP Instance UID {identity.sop_instance_uid}, "
+                                     f"not {item.sop_instance_uid}")
             except Exception as exc:  # noqa: BLE001 - a broken file will not mend by waiting
                 self._fail(item, f"result file unreadable: {item.path}: {type(exc).__name__}: {exc}", now,
                            permanent=True)
                 continue
-            loaded.append(_Loaded(item, ds, ts))
+            loaded.append(_Loaded(item, identity))
         if not loaded:
             return 0
         if self.destination.stow_url:
@@ -181,19 +186,22 @@ class ResultSender:
 
     @staticmethod
     def _contexts(loaded: list[_Loaded]) -> list[Any]:
-        """Per SOP class: uncompressed (explicit, implicit), plus each encapsulated syntax on its own."""
+        """Per SOP class, the files' own syntax in a context of its own, plus a fallback.
+
+        On its own, the stored syntax (Deflated for SEGs) cannot lose to a peer's preference
+        among several in one context: when accepted, the file goes as stored. For data
+        pynetdicom can re-encode (little endian, not encapsulated), a second context offers
+        Explicit/Implicit VR Little Endian for peers that refuse the first.
+        """
         wanted: OrderedDict[tuple[str, tuple[str, ...]], None] = OrderedDict()
         for entry in loaded:
-            sop_class = str(entry.header.SOPClassUID)
+            sop_class = entry.identity.sop_class_uid
             ts = entry.transfer_syntax
-            if not ts.is_encapsulated and ts.is_little_endian:  # pynetdicom converts among these
-                wanted[(sop_class, (ts, ExplicitVRLittleEndian, ImplicitVRLittleEndian))] = None
-            else:
-                wanted[(sop_class, (ts,))] = None
-        contexts = []
-        for sop_class, syntaxes in wanted:
-            contexts.append(build_context(sop_class, list(OrderedDict.fromkeys(syntaxes))))
-        return contexts
+            wanted[(sop_class, (ts,))] = None
+            if not ts.is_encapsulated and ts.is_little_endian:
+                fallback = tuple(t for t in (ExplicitVRLittleEndian, ImplicitVRLittleEndian) if t != ts)
+                wanted[(sop_class, fallback)] = None
+        return [build_context(sop_class, list(syntaxes)) for sop_class, syntaxes in wanted]
 
     def _c_store(self, loaded: list[_Loaded], now: float) -> int:
         dest = self.destination
@@ -251,7 +259,7 @@ class ResultSender:
         """The file itself when the peer accepted its transfer syntax (streamed as stored, no
         decode and re-encode: measured ~10 ms saved per 3 MB SEG), else the dataset, which
         pynetdicom converts to the explicit or implicit syntax the peer accepted."""
-        sop_class = str(entry.header.SOPClassUID)
+        sop_class = entry.identity.sop_class_uid
         for context in assoc.accepted_contexts:
             if context.abstract_syntax == sop_class and context.transfer_syntax[0] == entry.transfer_syntax:
                 return str(entry.item.path)
