@@ -24,7 +24,7 @@ from pynetdicom import AE, evt
 from pynetdicom.dsutils import split_dataset
 from pynetdicom.sop_class import Comprehensive3DSRStorage, EnhancedSRStorage, SegmentationStorage, Verification
 
-from dicom.service.config import Destination, SenderConfig, ServiceConfig
+from dicom.service.config import ConfigError, Destination, SenderConfig, ServiceConfig
 from dicom.service.sender import ResultSender, backoff_delay
 from dicom.service.store import JobStore
 from tests.test_service_listener import certs  # noqa: F401 - the module's PKI fixture
@@ -105,6 +105,7 @@ class StorageSCP:
         self.received: dict[str, bytes] = {}
         self.status = status
         self.calling: list[str] = []
+        self.associations: set[int] = set()
         ae = AE(ae_title)
         ae.require_called_aet = True
         ae.add_supported_context(Verification)
@@ -117,6 +118,7 @@ class StorageSCP:
 
     def _on_store(self, event):
         self.calling.append(event.assoc.requestor.ae_title)
+        self.associations.add(id(event.assoc))
         if self.status in (0x0000, 0xB000):
             self.received[str(event.dataset.SOPInstanceUID)] = event.encoded_dataset(include_meta=False)
         return self.status
@@ -188,6 +190,25 @@ def test_deflated_results_go_as_stored_to_a_peer_that_accepts_deflate(env_factor
     for path, uid, _ in outputs:
         _, offset = split_dataset(path)
         assert server.received[uid] == path.read_bytes()[offset:]  # the deflated bytes, unchanged
+
+
+@pytest.mark.skipif(shutil.which("storescp") is None, reason="dcmtk storescp not installed")
+@pytest.mark.parametrize("associations", [1, 2, 3])
+def test_a_batch_is_dealt_over_concurrent_associations(env_factory, scp, associations):
+    server = scp()
+    env = env_factory(dimse(server.port), sender=SenderConfig(associations=associations))
+    job_id, outputs = env.queue((SegmentationStorage, SegmentationStorage, SegmentationStorage,
+                                 Comprehensive3DSRStorage))
+    assert env.sender.send_due() == 4
+    assert env.store.job(job_id).state == "done"
+    assert set(server.received) == {uid for _, uid, _ in outputs}
+    assert len(server.associations) == associations
+    assert len(env.events("sent")) == 4
+
+
+def test_associations_setting_is_checked(tmp_path):
+    with pytest.raises(ConfigError, match="sender.associations"):
+        ServiceConfig(data_dir=tmp_path, sender=SenderConfig(associations=0)).validate()
 
 
 @pytest.mark.skipif(shutil.which("storescp") is None, reason="dcmtk storescp not installed")

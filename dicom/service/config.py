@@ -103,6 +103,7 @@ class SenderConfig:
     max_attempts: int = 8
     backoff_initial_s: float = 5.0
     backoff_max_s: float = 600.0
+    associations: int = 2  # concurrent C-STORE associations per batch of results
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,8 @@ class ServiceConfig:
             raise ConfigError(f"port: {self.port} is not a TCP port")
         if self.workers < 1:
             raise ConfigError("workers: at least 1")
+        if not 1 <= self.sender.associations <= 8:
+            raise ConfigError(f"sender.associations: {self.sender.associations} is not between 1 and 8")
         for rule in self.rules:
             if rule.app not in self.apps:
                 raise ConfigError(f"rules[{rule.name}]: app {rule.app!r} is not defined under apps")

