@@ -163,15 +163,29 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return plain(dataclasses.asdict(cfg))
 
 
-def load_config(path: str | Path) -> TrainConfig:
-    """Load a TrainConfig from YAML; a bare name is looked up in models/configs/."""
+def load_yaml_config(cls: type[T], path: str | Path) -> T:
+    """Load a training config dataclass from YAML; a bare name is looked up in models/configs/.
+
+    The one loader of every task's config (facial, close-up, prick, scalp): unknown keys
+    are refused by ``from_dict``.
+    """
     p = Path(path)
     if not p.exists() and (CONFIG_DIR / f"{p.name}.yaml").exists():
         p = CONFIG_DIR / f"{p.name}.yaml"
     with open(p, encoding="utf-8") as fh:
-        return from_dict(TrainConfig, yaml.safe_load(fh) or {})
+        return from_dict(cls, yaml.safe_load(fh) or {})
+
+
+def save_yaml_config(cfg: Any, path: str | Path) -> None:
+    """Write a config dataclass as YAML (what a training run records next to its weights)."""
+    with open(path, "w", encoding="utf-8") as fh:
+        yaml.safe_dump(to_dict(cfg), fh, sort_keys=False)
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """The facial vitiligo training config (see ``load_yaml_config``)."""
+    return load_yaml_config(TrainConfig, path)
 
 
 def save_config(cfg: TrainConfig, path: str | Path) -> None:
-    with open(path, "w", encoding="utf-8") as fh:
-        yaml.safe_dump(to_dict(cfg), fh, sort_keys=False)
+    save_yaml_config(cfg, path)

@@ -1,6 +1,6 @@
 """Run configuration of the close-up vitiligo segmenter (YAML <-> dataclasses).
 
-Uses ``models.config.from_dict/to_dict`` (unknown keys refused). ``vitiligo_lesion_paper``
+Loaded by ``models.config.load_yaml_config`` (unknown keys refused). ``vitiligo_lesion_paper``
 is the paper's recipe (SEEDS.md B); ``vitiligo_lesion_shipped`` what was trained here.
 """
 from __future__ import annotations
@@ -9,9 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import yaml
-
-from models.config import CONFIG_DIR, from_dict, to_dict
+from models.config import load_yaml_config, save_yaml_config
 
 
 @dataclass
@@ -63,14 +61,9 @@ class LesionTrainConfig:
 
 
 def load_lesion_config(path: str | Path) -> LesionTrainConfig:
-    """Load a config; a bare name (``vitiligo_lesion_paper``) is looked up in models/configs/."""
-    p = Path(path)
-    if not p.exists() and (CONFIG_DIR / f"{p.name}.yaml").exists():
-        p = CONFIG_DIR / f"{p.name}.yaml"
-    with open(p, encoding="utf-8") as fh:
-        return from_dict(LesionTrainConfig, yaml.safe_load(fh) or {})
+    """The vitiligo close-up training config (see ``models.config.load_yaml_config``)."""
+    return load_yaml_config(LesionTrainConfig, path)
 
 
 def save_lesion_config(cfg: LesionTrainConfig, path: str | Path) -> None:
-    with open(path, "w", encoding="utf-8") as fh:
-        yaml.safe_dump(to_dict(cfg), fh, sort_keys=False)
+    save_yaml_config(cfg, path)

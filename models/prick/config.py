@@ -11,11 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import yaml
-
-from models.config import from_dict, to_dict
-
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+from models.config import load_yaml_config, save_yaml_config
 
 
 @dataclass
@@ -94,14 +90,9 @@ class PrickConfig:
 
 
 def load_config(path: str | Path) -> PrickConfig:
-    """Load a PrickConfig from YAML; a bare name is looked up in models/configs/."""
-    p = Path(path)
-    if not p.exists() and (CONFIG_DIR / f"{p.name}.yaml").exists():
-        p = CONFIG_DIR / f"{p.name}.yaml"
-    with open(p, encoding="utf-8") as fh:
-        return from_dict(PrickConfig, yaml.safe_load(fh) or {})
+    """The skin prick training config (see ``models.config.load_yaml_config``)."""
+    return load_yaml_config(PrickConfig, path)
 
 
 def save_config(cfg: PrickConfig, path: str | Path) -> None:
-    with open(path, "w", encoding="utf-8") as fh:
-        yaml.safe_dump(to_dict(cfg), fh, sort_keys=False)
+    save_yaml_config(cfg, path)

@@ -11,9 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import yaml
-
-from models.config import CONFIG_DIR, from_dict, to_dict
+from models.config import load_yaml_config, save_yaml_config
 
 
 @dataclass
@@ -96,14 +94,9 @@ class ScalpTrainConfig:
 
 
 def load_scalp_config(path: str | Path) -> ScalpTrainConfig:
-    """Load from YAML; a bare name (``scalp_paper``) is looked up in models/configs/."""
-    p = Path(path)
-    if not p.exists() and (CONFIG_DIR / f"{p.name}.yaml").exists():
-        p = CONFIG_DIR / f"{p.name}.yaml"
-    with open(p, encoding="utf-8") as fh:
-        return from_dict(ScalpTrainConfig, yaml.safe_load(fh) or {})
+    """The scalp grading training config (see ``models.config.load_yaml_config``)."""
+    return load_yaml_config(ScalpTrainConfig, path)
 
 
 def save_scalp_config(cfg: ScalpTrainConfig, path: str | Path) -> None:
-    with open(path, "w", encoding="utf-8") as fh:
-        yaml.safe_dump(to_dict(cfg), fh, sort_keys=False)
+    save_yaml_config(cfg, path)
