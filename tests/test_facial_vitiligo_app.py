@@ -3,46 +3,31 @@
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
-from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit
+from pydicom.uid import JPEGBaseline8Bit
 
 from apps.demo_study import astronaut_portrait, make_demo_study
 from apps.facial_vitiligo.app import SHIPPED_WEIGHTS
 from dicom import codes
-from dicom.encode import DEMO_PATIENT, photograph_dataset, write_dataset
+from dicom.encode import photograph_dataset, write_dataset
 from dicom.sr import read_measurement_report
 from dicom.validate import dciodvfy
+from tests.app_cases import (assert_bad_inputs_fail_alone, assert_no_patient_identifiers,
+                             assert_nothing_analysable_fails, results_of, run_app, write_bad_inputs)
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def run_app(input_folder: Path, output_folder: Path, *extra: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.run(
-        [sys.executable, "-m", "apps.facial_vitiligo", "-i", str(input_folder), "-o", str(output_folder), *extra],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
-    )
+APP = "apps.facial_vitiligo"
 
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory, face_masker):
     root = tmp_path_factory.mktemp("facial_vitiligo")
     study = make_demo_study(root / "in", seed=11, masker=face_masker)
-    proc = run_app(root / "in", root / "out")
+    proc = run_app(APP, root / "in", root / "out")
     return study, root / "out", proc
-
-
-def results_of(output_folder: Path) -> dict:
-    return json.loads((output_folder / "results.json").read_text())
 
 
 def test_app_writes_one_seg_per_photograph_one_sr_and_previews(demo_run):
@@ -147,18 +132,11 @@ def test_sr_round_trips_the_numbers_and_names_the_model(demo_run):
 
 def test_logs_hold_no_patient_name_or_id(demo_run):
     _, out, proc = demo_run
-    for text in (proc.stdout, proc.stderr, (out / "results.json").read_text()):
-        assert DEMO_PATIENT.name not in text and DEMO_PATIENT.patient_id not in text
+    assert_no_patient_identifiers(proc, out)
 
 
 # ---------------------------------------------------------------------------------------
 # Bad input: clear errors, no traceback, the rest of the folder still analysed.
-
-
-def _ct_dataset() -> pydicom.Dataset:
-    ds = photograph_dataset(np.zeros((128, 128, 3), np.uint8), transfer_syntax=ExplicitVRLittleEndian)
-    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"  # CT Image Storage
-    return ds
 
 
 @pytest.fixture(scope="module")
@@ -166,11 +144,7 @@ def bad_inputs(tmp_path_factory, face_masker):
     root = tmp_path_factory.mktemp("bad_inputs")
     good = root / "in"
     make_demo_study(good, seed=3, views=("frontal",), size=(1416, 2120), masker=face_masker, pixel_spacing_mm=(0.1, 0.1))
-    (good / "notes.txt").write_text("not a DICOM file")
-    valid = (good / "face_frontal.dcm").read_bytes()
-    (good / "truncated.dcm").write_bytes(valid[: len(valid) // 3])
-    write_dataset(_ct_dataset(), good / "ct.dcm")
-    write_dataset(photograph_dataset(np.full((32, 32, 3), 128, np.uint8), transfer_syntax=ExplicitVRLittleEndian), good / "tiny.dcm")
+    expected_words = write_bad_inputs(good, good / "face_frontal.dcm")
     from skimage import data
 
     write_dataset(photograph_dataset(np.ascontiguousarray(data.coffee()), transfer_syntax=JPEGBaseline8Bit), good / "no_face.dcm")
@@ -180,37 +154,21 @@ def bad_inputs(tmp_path_factory, face_masker):
     frame[200:] = rng.integers(0, 256, len(frame) - 200, dtype=np.uint8).tobytes()
     corrupt.PixelData = pydicom.encaps.encapsulate([bytes(frame)])
     write_dataset(corrupt, good / "corrupt_jpeg.dcm")
-    huge = photograph_dataset(np.zeros((64, 64, 3), np.uint8), transfer_syntax=ExplicitVRLittleEndian)
-    huge.Rows, huge.Columns = 40000, 40000
-    write_dataset(huge, good / "huge.dcm")
-    proc = run_app(good, root / "out")
-    return root, proc
+    expected_words.update({"no_face.dcm": "no face", "corrupt_jpeg.dcm": ""})
+    proc = run_app(APP, good, root / "out")
+    return root, proc, expected_words
 
 
 def test_bad_inputs_fail_alone_with_clear_reasons(bad_inputs):
-    root, proc = bad_inputs
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "Traceback" not in proc.stderr
-    cases = {c["source"]: c for c in results_of(root / "out")["cases"]}
-    assert cases["face_frontal.dcm"]["status"] == "analysed"
-    expected_words = {
-        "notes.txt": "not a dicom",
-        "truncated.dcm": "",
-        "ct.dcm": "ct image storage",
-        "tiny.dcm": "at least 64 pixels",
-        "no_face.dcm": "no face",
-        "corrupt_jpeg.dcm": "",
-        "huge.dcm": "more than the limit",
-    }
-    for name, word in expected_words.items():
-        assert cases[name]["status"] == "failed", name
-        assert cases[name]["error"] and word in cases[name]["error"].lower(), (name, cases[name]["error"])
-        assert "\n" not in cases[name]["error"]
+    root, proc, expected_words = bad_inputs
+    assert set(expected_words) == {"notes.txt", "truncated.dcm", "ct.dcm", "tiny.dcm", "no_face.dcm",
+                                   "corrupt_jpeg.dcm", "huge.dcm"}
+    assert_bad_inputs_fail_alone(proc, root / "out", expected_words, analysed=("face_frontal.dcm",))
     assert len(list((root / "out").glob("SEG_*.dcm"))) == 1
 
 
 def test_calibrated_photograph_reports_areas_in_mm2(bad_inputs):
-    root, _ = bad_inputs
+    root, _, _ = bad_inputs
     case = next(c for c in results_of(root / "out")["cases"] if c["source"] == "face_frontal.dcm")
     assert case["results"]["vitiligo_mm2"] == pytest.approx(case["results"]["vitiligo_pixels"] * 0.01)
     group = read_measurement_report(sorted((root / "out").glob("SR_*.dcm"))[0])[0]
@@ -219,13 +177,5 @@ def test_calibrated_photograph_reports_areas_in_mm2(bad_inputs):
 
 
 def test_nothing_analysable_exits_non_zero_and_writes_no_dicom(bad_inputs, tmp_path):
-    root, _ = bad_inputs
-    only_bad = tmp_path / "in"
-    only_bad.mkdir()
-    for name in ("notes.txt", "ct.dcm", "no_face.dcm"):
-        (only_bad / name).write_bytes((root / "in" / name).read_bytes())
-    proc = run_app(only_bad, tmp_path / "out")
-    assert proc.returncode != 0
-    assert "Traceback" not in proc.stderr
-    assert not list((tmp_path / "out").glob("*.dcm"))
-    assert results_of(tmp_path / "out")["analysed"] == 0
+    root, _, _ = bad_inputs
+    assert_nothing_analysable_fails(APP, root / "in", ("notes.txt", "ct.dcm", "no_face.dcm"), tmp_path)

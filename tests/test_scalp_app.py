@@ -3,45 +3,23 @@
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
-import pydicom
 import pytest
 from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit, generate_uid
 
 from apps.scalp.app import SHIPPED_WEIGHTS
 from dicom import codes
-from dicom.encode import DEMO_PATIENT, photograph_dataset, write_dataset
+from dicom.encode import photograph_dataset, write_dataset
 from dicom.sr import read_measurement_report
 from dicom.validate import dciodvfy
 from models.scalp import INDICATORS
 from models.scalp.synthetic import generate_sample
 from operators.scalp_grading import INDICATOR_CODES, PROBABILITY_CODES, SCALP_SR_GROUPS, SEVERITY_CODES
+from tests.app_cases import (assert_bad_inputs_fail_alone, assert_no_patient_identifiers,
+                             assert_nothing_analysable_fails, results_of, run_app, write_bad_inputs)
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def run_app(input_folder: Path, output_folder: Path, *extra: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.run(
-        [sys.executable, "-m", "apps.scalp", "-i", str(input_folder), "-o", str(output_folder), *extra],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
-    )
-
-
-def results_of(output_folder: Path) -> dict:
-    return json.loads((output_folder / "results.json").read_text())
-
-
-def _ct_dataset() -> pydicom.Dataset:
-    ds = photograph_dataset(np.zeros((128, 128, 3), np.uint8), transfer_syntax=ExplicitVRLittleEndian)
-    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"  # CT Image Storage
-    return ds
+APP = "apps.scalp"
 
 
 @pytest.fixture(scope="module")
@@ -56,21 +34,13 @@ def scalp_run(tmp_path_factory):
         ds = photograph_dataset(image, transfer_syntax=ts, body_part="SCALP", study_uid=study, series_uid=series,
                                 instance_number=i, series_description="scalp close-up")
         write_dataset(ds, folder / f"scalp_{i}.dcm")
-    (folder / "notes.txt").write_text("not a DICOM file")
-    valid = (folder / "scalp_1.dcm").read_bytes()
-    (folder / "truncated.dcm").write_bytes(valid[: len(valid) // 3])
-    write_dataset(_ct_dataset(), folder / "ct.dcm")
-    write_dataset(photograph_dataset(np.full((32, 32, 3), 128, np.uint8), transfer_syntax=ExplicitVRLittleEndian,
-                                     body_part="SCALP"), folder / "tiny.dcm")
-    huge = photograph_dataset(np.zeros((64, 64, 3), np.uint8), transfer_syntax=ExplicitVRLittleEndian, body_part="SCALP")
-    huge.Rows, huge.Columns = 40000, 40000
-    write_dataset(huge, folder / "huge.dcm")
-    proc = run_app(folder, root / "out")
-    return root, proc
+    expected_words = write_bad_inputs(folder, folder / "scalp_1.dcm", body_part="SCALP")
+    proc = run_app(APP, folder, root / "out")
+    return root, proc, expected_words
 
 
 def test_app_grades_each_photograph_and_writes_one_sr(scalp_run):
-    root, proc = scalp_run
+    root, proc, _ = scalp_run
     out = root / "out"
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(list(out.glob("SR_*.dcm"))) == 1
@@ -85,14 +55,14 @@ def test_app_grades_each_photograph_and_writes_one_sr(scalp_run):
 
 
 def test_sr_passes_dciodvfy(scalp_run):
-    root, _ = scalp_run
+    root, _, _ = scalp_run
     for path in sorted((root / "out").glob("*.dcm")):
         result = dciodvfy(path)
         assert not result.errors, (path.name, result.errors)
 
 
 def test_sr_round_trips_grades_confidence_and_names_the_model(scalp_run):
-    root, _ = scalp_run
+    root, _, _ = scalp_run
     out = root / "out"
     report = results_of(out)
     by_sop = {c["sop_instance_uid"]: c["results"] for c in report["cases"] if c["status"] == "analysed"}
@@ -130,7 +100,7 @@ def test_sr_round_trips_grades_confidence_and_names_the_model(scalp_run):
 
 def test_sr_outlines_keep_viewer_text_on_the_photograph(scalp_run):
     """Outlines inside the photograph, left of its middle, at distinct mid-heights (text boxes stack)."""
-    root, _ = scalp_run
+    root, _, _ = scalp_run
     groups = read_measurement_report(sorted((root / "out").glob("SR_*.dcm"))[0])
     by_photo: dict[str, list[np.ndarray]] = {}
     for group in groups:
@@ -144,39 +114,19 @@ def test_sr_outlines_keep_viewer_text_on_the_photograph(scalp_run):
 
 
 def test_bad_inputs_fail_alone_with_clear_reasons(scalp_run):
-    root, proc = scalp_run
-    assert "Traceback" not in proc.stderr
-    cases = {c["source"]: c for c in results_of(root / "out")["cases"]}
-    expected_words = {
-        "notes.txt": "not a dicom",
-        "truncated.dcm": "",
-        "ct.dcm": "ct image storage",
-        "tiny.dcm": "at least 64 pixels",
-        "huge.dcm": "more than the limit",
-    }
-    for name, word in expected_words.items():
-        assert cases[name]["status"] == "failed", name
-        assert cases[name]["error"] and word in cases[name]["error"].lower(), (name, cases[name]["error"])
-        assert "\n" not in cases[name]["error"]
+    root, proc, expected_words = scalp_run
+    assert set(expected_words) == {"notes.txt", "truncated.dcm", "ct.dcm", "tiny.dcm", "huge.dcm"}
+    assert_bad_inputs_fail_alone(proc, root / "out", expected_words, analysed=("scalp_1.dcm", "scalp_2.dcm"))
 
 
 def test_logs_hold_no_patient_name_or_id(scalp_run):
-    root, proc = scalp_run
-    for text in (proc.stdout, proc.stderr, (root / "out" / "results.json").read_text()):
-        assert DEMO_PATIENT.name not in text and DEMO_PATIENT.patient_id not in text
+    root, proc, _ = scalp_run
+    assert_no_patient_identifiers(proc, root / "out")
 
 
 def test_nothing_analysable_exits_non_zero_and_writes_no_dicom(scalp_run, tmp_path):
-    root, _ = scalp_run
-    only_bad = tmp_path / "in"
-    only_bad.mkdir()
-    for name in ("notes.txt", "ct.dcm", "tiny.dcm"):
-        (only_bad / name).write_bytes((root / "in" / name).read_bytes())
-    proc = run_app(only_bad, tmp_path / "out")
-    assert proc.returncode != 0
-    assert "Traceback" not in proc.stderr
-    assert not list((tmp_path / "out").glob("*.dcm"))
-    assert results_of(tmp_path / "out")["analysed"] == 0
+    root, _, _ = scalp_run
+    assert_nothing_analysable_fails(APP, root / "in", ("notes.txt", "ct.dcm", "tiny.dcm"), tmp_path)
 
 
 def test_sr_layout_is_checked():

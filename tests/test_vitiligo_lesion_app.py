@@ -7,40 +7,23 @@ bad inputs (kept to one app process: the test budget on the 2-core machine is ~6
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
-from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit
+from pydicom.uid import JPEGBaseline8Bit
 
 from apps.vitiligo_lesion.app import SHIPPED_WEIGHTS
 from dicom import codes
-from dicom.encode import DEMO_PATIENT, photograph_dataset, write_dataset
+from dicom.encode import photograph_dataset, write_dataset
 from dicom.sr import read_measurement_report
 from dicom.validate import dciodvfy
 from models.lesion.synthetic import render_closeup
 from models.synthetic import sample_rng
+from tests.app_cases import assert_bad_inputs_fail_alone, results_of, run_app, write_bad_inputs
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def run_app(input_folder: Path, output_folder: Path, *extra: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.run(
-        [sys.executable, "-m", "apps.vitiligo_lesion", "-i", str(input_folder), "-o", str(output_folder), *extra],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
-    )
-
-
-def _ct_dataset() -> pydicom.Dataset:
-    ds = photograph_dataset(np.zeros((128, 128, 3), np.uint8), transfer_syntax=ExplicitVRLittleEndian)
-    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"  # CT Image Storage
-    return ds
+APP = "apps.vitiligo_lesion"
 
 
 @pytest.fixture(scope="module")
@@ -55,25 +38,13 @@ def closeup_run(tmp_path_factory):
                                 pixel_spacing_mm=spacing, jpeg_quality=95)
         write_dataset(ds, folder / name)
         truth[name] = sample
-    (folder / "notes.txt").write_text("not a DICOM file")
-    valid = (folder / "arm.dcm").read_bytes()
-    (folder / "truncated.dcm").write_bytes(valid[: len(valid) // 3])
-    write_dataset(_ct_dataset(), folder / "ct.dcm")
-    write_dataset(photograph_dataset(np.full((32, 32, 3), 128, np.uint8), transfer_syntax=ExplicitVRLittleEndian),
-                  folder / "tiny.dcm")
-    huge = photograph_dataset(np.zeros((64, 64, 3), np.uint8), transfer_syntax=ExplicitVRLittleEndian)
-    huge.Rows, huge.Columns = 40000, 40000
-    write_dataset(huge, folder / "huge.dcm")
-    proc = run_app(folder, root / "out")
-    return root, truth, proc
-
-
-def results_of(output_folder: Path) -> dict:
-    return json.loads((output_folder / "results.json").read_text())
+    expected_words = write_bad_inputs(folder, folder / "arm.dcm")
+    proc = run_app(APP, folder, root / "out")
+    return root, truth, proc, expected_words
 
 
 def test_app_analyses_the_closeups_and_writes_seg_sr_previews(closeup_run):
-    root, _, proc = closeup_run
+    root, _, proc, _ = closeup_run
     out = root / "out"
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(sorted(out.glob("SEG_*.dcm"))) == 2
@@ -85,7 +56,7 @@ def test_app_analyses_the_closeups_and_writes_seg_sr_previews(closeup_run):
 
 
 def test_lesion_area_and_severity_are_close_to_the_painted_truth(closeup_run):
-    root, truth, _ = closeup_run
+    root, truth, _, _ = closeup_run
     cases = {c["source"]: c for c in results_of(root / "out")["cases"]}
     for name, sample in truth.items():
         res = cases[name]["results"]
@@ -97,7 +68,7 @@ def test_lesion_area_and_severity_are_close_to_the_painted_truth(closeup_run):
 
 
 def test_seg_and_sr_pass_dciodvfy_and_seg_names_skin_and_vitiligo(closeup_run):
-    root, _, _ = closeup_run
+    root, _, _, _ = closeup_run
     for path in sorted((root / "out").glob("*.dcm")):
         result = dciodvfy(path)
         assert not result.errors, (path.name, result.errors)
@@ -108,7 +79,7 @@ def test_seg_and_sr_pass_dciodvfy_and_seg_names_skin_and_vitiligo(closeup_run):
 
 
 def test_sr_round_trips_every_number_and_names_the_model(closeup_run):
-    root, _, _ = closeup_run
+    root, _, _, _ = closeup_run
     out = root / "out"
     report = results_of(out)
     by_sop = {c["sop_instance_uid"]: (c["source"], c["results"]) for c in report["cases"] if c["status"] == "analysed"}
@@ -139,22 +110,9 @@ def test_sr_round_trips_every_number_and_names_the_model(closeup_run):
 
 
 def test_bad_inputs_fail_alone_with_clear_reasons_and_no_traceback(closeup_run):
-    root, _, proc = closeup_run
-    assert "Traceback" not in proc.stderr
-    cases = {c["source"]: c for c in results_of(root / "out")["cases"]}
-    expected_words = {
-        "notes.txt": "not a dicom",
-        "truncated.dcm": "",
-        "ct.dcm": "ct image storage",
-        "tiny.dcm": "at least 64 pixels",
-        "huge.dcm": "more than the limit",
-    }
-    for name, word in expected_words.items():
-        assert cases[name]["status"] == "failed", name
-        assert cases[name]["error"] and word in cases[name]["error"].lower(), (name, cases[name]["error"])
-        assert "\n" not in cases[name]["error"]
-    for text in (proc.stdout, proc.stderr, (root / "out" / "results.json").read_text()):
-        assert DEMO_PATIENT.name not in text and DEMO_PATIENT.patient_id not in text
+    root, _, proc, expected_words = closeup_run
+    assert set(expected_words) == {"notes.txt", "truncated.dcm", "ct.dcm", "tiny.dcm", "huge.dcm"}
+    assert_bad_inputs_fail_alone(proc, root / "out", expected_words, analysed=("arm.dcm", "hand.dcm"))
 
 
 def test_no_skin_is_an_expected_failure():
