@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import hashlib
 import logging
 import os
 import sys
@@ -117,14 +116,6 @@ def load_model(loader, model_path: str | os.PathLike | None, shipped: Path, patt
     if key not in _MODELS:
         _MODELS[key] = loader(weights)
     return _MODELS[key]
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def algorithm_identity(app_name: str, model) -> AlgorithmIdentity:

@@ -10,7 +10,6 @@ photograph (uint8 linear resize + 0.5 threshold: smooth borders, cheap at 4000 p
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 
 from models.data import letterbox
+from models.inference import file_sha256, load_state_dict
 
 from . import ERYTHEMA_HALO, WHEAL
 from .config import PrickConfig, load_config
@@ -27,21 +27,6 @@ from .unet import build_unet
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "skin_prick_unet.pt"
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-        state = state["model"]
-    return {k: (v.float() if torch.is_floating_point(v) else v) for k, v in state.items()}
 
 
 def predict_label_maps(model: torch.nn.Module, boxed: list[np.ndarray], bf16: bool = False) -> np.ndarray:

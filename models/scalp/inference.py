@@ -7,12 +7,13 @@ The photograph is letterboxed to the config's ``input_size`` exactly like traini
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from models.inference import file_sha256, load_state_dict
 
 from . import INDICATORS
 from .config import ScalpTrainConfig, load_scalp_config
@@ -21,19 +22,6 @@ from .network import build_scalp_model
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "scalp_efficientnet_b0.pt"
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    return {k: (v.float() if torch.is_floating_point(v) else v) for k, v in state.items()}
 
 
 @dataclass(frozen=True)
