@@ -96,6 +96,23 @@ class AppConfig:
 
     module: str
     timeout_s: float = 600.0
+    # The app compares with the patient's earlier results: before it runs, the service
+    # fetches them into IN/priors/ (dicom/service/priors.py). Names the app's SR
+    # (ManufacturerModelName, e.g. "dermpacs facial vitiligo"); None: no priors.
+    priors_model_name: str | None = None
+
+
+@dataclass(frozen=True)
+class PriorsConfig:
+    """Where and how earlier results are looked up (C-FIND + C-GET) for apps that use priors."""
+
+    source: Destination | None = None  # None: the destination (the PACS that receives results)
+    timeout_s: float = 20.0  # per network operation and for the whole lookup of one job
+    max_studies: int = 50  # earlier studies of the patient considered (most recent kept)
+    # Site secret keying tracking UIDs and patient pseudonyms (HMAC-SHA256). Empty: a
+    # random one is created once in data_dir/tracking.key. Keep it when moving servers,
+    # or tracking UIDs of later visits stop matching earlier ones.
+    tracking_secret: str = ""
 
 
 @dataclass(frozen=True)
@@ -122,6 +139,7 @@ class ServiceConfig:
     rules: list[RoutingRule] = field(default_factory=list)
     apps: dict[str, AppConfig] = field(default_factory=dict)
     poll_interval_s: float = 0.5
+    priors: PriorsConfig = field(default_factory=PriorsConfig)
 
     @property
     def database(self) -> Path:
@@ -145,6 +163,8 @@ class ServiceConfig:
                     raise ConfigError(f"rules[{rule.name}]: bad regex: {exc}") from exc
         if self.tls.enabled and self.tls.private_key is None:
             raise ConfigError("tls: a certificate needs its private_key")
+        if self.priors.timeout_s <= 0 or self.priors.max_studies < 1:
+            raise ConfigError("priors: timeout_s must be > 0 and max_studies >= 1")
         return self
 
 
@@ -180,6 +200,13 @@ def _convert(type_hint: Any, value: Any, key: str) -> Any:
         return dataclasses.replace(
             tls, **{f: Path(getattr(tls, f)) for f in ("certificate", "private_key", "ca_certificates") if getattr(tls, f)}
         )
+    if hint.startswith("PriorsConfig"):
+        priors = _build(PriorsConfig, value, key)
+        if isinstance(priors.source, str):
+            priors = dataclasses.replace(priors, source=Destination.parse(priors.source))
+        elif isinstance(priors.source, dict):
+            priors = dataclasses.replace(priors, source=_build(Destination, priors.source, f"{key}.source"))
+        return priors
     if hint.startswith("SenderConfig"):
         return _build(SenderConfig, value, key)
     if hint.startswith("list[AllowedCaller]"):

@@ -50,8 +50,12 @@ def _worker_loop(conn: Connection) -> None:
             return
         if message is None:
             return
-        module, input_folder, output_folder = message
+        module, input_folder, output_folder, priors = message
         try:
+            if priors is not None:  # earlier results into IN/priors/ first; never raises
+                from .priors import fetch_priors
+
+                fetch_priors(priors, Path(input_folder))
             code = int(app_entry_point(module)([module, "-i", input_folder, "-o", output_folder]) or 0)
             conn.send(("exit", code, None))
         except BaseException as exc:  # reported to the supervisor as the job's error
@@ -151,8 +155,13 @@ class AppRunner:
                     os.link(row["path"], target)  # same file system: no copy
                 except OSError:
                     shutil.copy2(row["path"], target)
+        priors = None
+        if app.priors_model_name:
+            from .priors import priors_request
+
+            priors = priors_request(self.config, app.priors_model_name)
         worker.running = _Running(job, app, time.monotonic(), inputs, outputs)
-        worker.conn.send((app.module, str(inputs), str(outputs)))
+        worker.conn.send((app.module, str(inputs), str(outputs), priors))
         log.info("job %d: %s started on series %s (attempt %d)", job.id, job.app, job.series_instance_uid, job.attempts)
 
     def _replace(self, worker: _Worker) -> None:
@@ -188,6 +197,7 @@ class AppRunner:
 
     def _record(self, running: _Running, code: int, error: str | None, elapsed: float) -> None:
         job = running.job
+        _audit_priors(self.store, job.id, running.inputs)
         results = _read_results(running.outputs)
         details: dict[str, Any] = {"app": job.app, "duration_s": round(elapsed, 3), "exit_code": code}
         if results:
@@ -211,6 +221,21 @@ class AppRunner:
             details["error"] = f"{len(failed)} of {len(results['cases'])} photograph(s) not analysed: {failed[0]['error']}"
         self.store.finish_analysis(job.id, outputs, self.config.destination.describe(), details)
         log.info("job %d analysed in %.1f s: %d result file(s)", job.id, elapsed, len(outputs))
+
+
+def _audit_priors(store: JobStore, job_id: int, inputs: Path) -> None:
+    """One audit row per prior query the worker made (UIDs and counts, never patient data)."""
+    from dicom.longitudinal import MANIFEST_NAME, PRIORS_FOLDER
+
+    try:
+        manifest = json.loads((inputs / PRIORS_FOLDER / MANIFEST_NAME).read_text())
+    except (OSError, ValueError):
+        return
+    for query in manifest.get("queries", []):
+        store.audit("priors_query", job_id=job_id, source=manifest.get("source"), **query)
+    store.audit("priors", job_id=job_id, status=manifest.get("status"), reason=manifest.get("reason"),
+                studies=[s["study_instance_uid"] for s in manifest.get("studies", [])],
+                rejected=manifest.get("rejected"), seconds=manifest.get("seconds"))
 
 
 def _module_exists(module: str) -> bool:
