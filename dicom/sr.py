@@ -404,9 +404,24 @@ def read_measurement_report(path_or_dataset: str | Path | Dataset) -> list[dict[
                 "qualitative": qualitative,
                 "algorithm": algorithm,
                 "segmentation_sop_instance_uid": seg_uid,
+                **_visit_items(group),
             }
         )
     return out
+
+
+def _visit_items(group: hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations) -> dict[str, Any]:
+    """Time point order (TID 1502), the Comment and the earlier reports referenced (COMPOSITE)."""
+    found: dict[str, Any] = {"time_point_order": None, "comment": None, "prior_reports": {}}
+    for item in group[0].ContentSequence:
+        name = item.ConceptNameCodeSequence[0]
+        if item.ValueType == "NUM" and name.CodeValue == "126073":
+            found["time_point_order"] = int(float(item.MeasuredValueSequence[0].NumericValue))
+        elif item.ValueType == "TEXT" and name.CodeValue == codes.COMMENT.value:
+            found["comment"] = _text(item)
+        elif item.ValueType == "COMPOSITE":
+            found["prior_reports"][str(name.CodeMeaning)] = str(item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
+    return found
 
 
 def _group_algorithm(group: hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations) -> dict[str, Any]:

@@ -109,6 +109,9 @@ class PriorsConfig:
     source: Destination | None = None  # None: the destination (the PACS that receives results)
     timeout_s: float = 20.0  # per network operation and for the whole lookup of one job
     max_studies: int = 50  # earlier studies of the patient considered (most recent kept)
+    # An earlier study of the same patient still being analysed or sent by this service
+    # is waited for (at most this long) before the lookup, so its results are found.
+    wait_for_earlier_s: float = 300.0
     # Site secret keying tracking UIDs and patient pseudonyms (HMAC-SHA256). Empty: a
     # random one is created once in data_dir/tracking.key. Keep it when moving servers,
     # or tracking UIDs of later visits stop matching earlier ones.

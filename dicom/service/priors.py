@@ -56,6 +56,7 @@ from dicom.seg import MANUFACTURER
 
 from .config import Destination, PriorsConfig, ServiceConfig
 from .spool import atomic_write
+from .store import JobStore
 from .transport import LOW_LATENCY_HANDLERS
 
 log = logging.getLogger("dermpacs.priors")
@@ -76,6 +77,9 @@ class PriorsRequest:
     max_studies: int
     model_name: str
     secret_hex: str
+    database: str | None = None  # the job store, read-only, to wait for ``wait_for_jobs``
+    wait_for_jobs: tuple[int, ...] = ()  # this patient's earlier jobs whose results are not yet delivered
+    wait_for_earlier_s: float = 300.0
 
 
 def tracking_secret(config: ServiceConfig) -> bytes:
@@ -89,10 +93,48 @@ def tracking_secret(config: ServiceConfig) -> bytes:
     return path.read_bytes().strip()
 
 
-def priors_request(config: ServiceConfig, model_name: str) -> PriorsRequest:
+def priors_request(config: ServiceConfig, model_name: str, store: JobStore | None = None,
+                   job_id: int | None = None, app: str | None = None) -> PriorsRequest:
+    """What the worker needs; with a store, also the same patient's earlier jobs still in flight here."""
     priors: PriorsConfig = config.priors
+    wait: tuple[int, ...] = ()
+    if store is not None and job_id is not None and app is not None:
+        earlier = store.unfinished_jobs(app, job_id)
+        if earlier:
+            mine = _job_patient(store, job_id)
+            wait = tuple(j for j in earlier if mine is not None and _job_patient(store, j) == mine)
     return PriorsRequest(priors.source or config.destination, config.ae_title, float(priors.timeout_s),
-                         int(priors.max_studies), model_name, tracking_secret(config).hex())
+                         int(priors.max_studies), model_name, tracking_secret(config).hex(),
+                         str(config.database), wait, float(priors.wait_for_earlier_s))
+
+
+def _job_patient(store: JobStore, job_id: int) -> tuple[str, str] | None:
+    for row in store.job_instances(job_id):
+        try:
+            return patient_identity(pydicom.dcmread(row["path"], stop_before_pixels=True))
+        except Exception:
+            continue
+    return None
+
+
+def _wait_for_jobs(request: PriorsRequest) -> dict[str, Any]:
+    """Wait until this patient's earlier jobs have delivered their results (or failed), bounded."""
+    import sqlite3
+
+    started = time.monotonic()
+    pending = list(request.wait_for_jobs)
+    db = sqlite3.connect(f"file:{request.database}?mode=ro", uri=True, timeout=10)
+    try:
+        while pending and time.monotonic() - started < request.wait_for_earlier_s:
+            marks = ",".join("?" * len(pending))
+            rows = db.execute(f"SELECT id, state FROM jobs WHERE id IN ({marks})", pending).fetchall()
+            pending = [i for i, state in rows if state in ("queued", "running", "sending")]
+            if pending:
+                time.sleep(0.2)
+    finally:
+        db.close()
+    return {"jobs": list(request.wait_for_jobs), "still_pending": pending,
+            "seconds": round(time.monotonic() - started, 3)}
 
 
 class _Lookup:
@@ -260,6 +302,9 @@ def fetch_priors(request: PriorsRequest, inputs: Path) -> dict[str, Any]:
             manifest.update(status="skipped", reason="the photographs carry no Patient ID")
             return manifest
         manifest["tracking_key"] = patient_key(bytes.fromhex(request.secret_hex), patient[1], patient[0])
+        if request.wait_for_jobs and request.database:
+            manifest["waited_for_earlier_jobs"] = _wait_for_jobs(request)
+            lookup.deadline = time.monotonic() + request.timeout_s  # the lookup's own budget starts now
         lookup.connect()
         keys = {"PatientID": patient[0], "IssuerOfPatientID": patient[1], "StudyInstanceUID": ""}
         studies = lookup.find("STUDY", keys, ("StudyDate", "StudyTime"))

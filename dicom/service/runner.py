@@ -159,7 +159,7 @@ class AppRunner:
         if app.priors_model_name:
             from .priors import priors_request
 
-            priors = priors_request(self.config, app.priors_model_name)
+            priors = priors_request(self.config, app.priors_model_name, self.store, job.id, job.app)
         worker.running = _Running(job, app, time.monotonic(), inputs, outputs)
         worker.conn.send((app.module, str(inputs), str(outputs), priors))
         log.info("job %d: %s started on series %s (attempt %d)", job.id, job.app, job.series_instance_uid, job.attempts)
@@ -234,6 +234,7 @@ def _audit_priors(store: JobStore, job_id: int, inputs: Path) -> None:
     for query in manifest.get("queries", []):
         store.audit("priors_query", job_id=job_id, source=manifest.get("source"), **query)
     store.audit("priors", job_id=job_id, status=manifest.get("status"), reason=manifest.get("reason"),
+                waited_for_earlier_jobs=manifest.get("waited_for_earlier_jobs"),
                 studies=[s["study_instance_uid"] for s in manifest.get("studies", [])],
                 rejected=manifest.get("rejected"), seconds=manifest.get("seconds"))
 
