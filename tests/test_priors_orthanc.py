@@ -71,16 +71,15 @@ def _send(node, photographs) -> None:
 def _wait_sr(node, visit, timeout: float = 240) -> tuple[Dataset, list[dict]]:
     """The SR dermpacs stored into this visit's study (read from Orthanc), and its groups."""
     def ready():
-        srs = node.pacs.find_instances(visit.study_instance_uid, "SR")
-        return srs if srs else None
+        srs = [node.pacs.dataset(uid) for uid in node.pacs.find_instances(visit.study_instance_uid, "SR")]
+        return [ds for ds in srs if ds.Manufacturer == "dermpacs"] or None
 
     try:
-        uids = wait_until(ready, timeout, interval=0.5, what="the SR in Orthanc")
+        found = wait_until(ready, timeout, interval=0.5, what="the SR in Orthanc")
     except TimeoutError:
         raise AssertionError(f"no SR for visit {visit.number}:\n{node.dermpacs.log_tail()}") from None
-    assert len(uids) == 1
-    ds = node.pacs.dataset(uids[0])
-    return ds, read_measurement_report(ds)
+    assert len(found) == 1
+    return found[0], read_measurement_report(found[0])
 
 
 def _by_view(groups: list[dict]) -> dict[str, dict]:
@@ -156,7 +155,6 @@ def test_second_visit_reports_change_from_baseline(node, visits):
     _send(node, visits[1].photographs)
     sr, groups = _wait_sr(node, visits[1])
     before, now = _by_view(baseline), _by_view(groups)
-    truth_then, truth_now = visits[0].truth(), visits[1].truth()
     assert set(now) == {"left", "frontal", "right"}
     for view, g in now.items():
         m = g["measurements"]
@@ -166,9 +164,9 @@ def test_second_visit_reports_change_from_baseline(node, visits):
         assert m[codes.F_VITILIGO_BASELINE.meaning][0] == pytest.approx(before[view]["measurements"][F][0])
         assert m[CHANGE][0] == pytest.approx(m[F][0] - m[codes.F_VITILIGO_BASELINE.meaning][0], abs=1e-3)
         assert m[codes.DAYS_SINCE_BASELINE.meaning][0] == 91
-        true_change = truth_now[view] - truth_then[view]
-        assert abs(m[CHANGE][0] - true_change) <= 2.0, (view, m[CHANGE][0], true_change)
         assert codes.REPIGMENTED_AREA.meaning in m, g["comment"]
+        # Repigmented from the margins: the map shows more repigmented than new skin.
+        assert m[codes.REPIGMENTED_AREA.meaning][0] > 5 * m[codes.NEW_DEPIGMENTATION_AREA.meaning][0]
     referenced = {item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID
                   for s in sr.PertinentOtherEvidenceSequence for item in s.ReferencedSeriesSequence}
     assert referenced == {str(baseline_sr.SOPInstanceUID)} and acme not in referenced
@@ -183,6 +181,16 @@ def test_second_visit_reports_change_from_baseline(node, visits):
     assert labels == ["Repigmented since baseline", "New depigmentation since baseline", "Unchanged vitiligo"]
     change[0].save_as(node.tmp / "change-seg.dcm")
     assert dciodvfy(node.tmp / "change-seg.dcm").ok
+
+
+def test_second_visit_change_within_2_points_of_the_truth(node, visits):
+    """The issue's bar: the reported change lies within 2 points of the painted truth."""
+    _, baseline = _wait_sr(node, visits[0])
+    _, groups = _wait_sr(node, visits[1])
+    truth_then, truth_now = visits[0].truth(), visits[1].truth()
+    errors = {view: g["measurements"][CHANGE][0] - (truth_now[view] - truth_then[view])
+              for view, g in _by_view(groups).items()}
+    assert all(abs(e) <= 2.0 for e in errors.values()), errors
 
 
 def test_third_visit_compares_with_baseline_and_previous(node, visits):

@@ -194,7 +194,7 @@ def _convert(type_hint: Any, value: Any, key: str) -> Any:
     hint = str(type_hint)
     if value is None:
         return None
-    if key.endswith("destination") and isinstance(value, str):
+    if key.endswith(("destination", "priors.source")) and isinstance(value, str):
         return Destination.parse(value)
     if hint.startswith("Destination"):
         return _build(Destination, value, key)
@@ -204,12 +204,7 @@ def _convert(type_hint: Any, value: Any, key: str) -> Any:
             tls, **{f: Path(getattr(tls, f)) for f in ("certificate", "private_key", "ca_certificates") if getattr(tls, f)}
         )
     if hint.startswith("PriorsConfig"):
-        priors = _build(PriorsConfig, value, key)
-        if isinstance(priors.source, str):
-            priors = dataclasses.replace(priors, source=Destination.parse(priors.source))
-        elif isinstance(priors.source, dict):
-            priors = dataclasses.replace(priors, source=_build(Destination, priors.source, f"{key}.source"))
-        return priors
+        return _build(PriorsConfig, value, key)
     if hint.startswith("SenderConfig"):
         return _build(SenderConfig, value, key)
     if hint.startswith("list[AllowedCaller]"):
