@@ -161,8 +161,9 @@ class _Lookup:
         ae.connection_timeout = left
         ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
         ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
-        for sop_class in _STORAGE:
-            ae.add_requested_context(sop_class, _SYNTAXES)
+        for sop_class in _STORAGE:  # one context per syntax: the PACS sends each file as it is stored
+            for syntax in _SYNTAXES:
+                ae.add_requested_context(sop_class, [syntax])
         roles = [build_role(sop_class, scp_role=True) for sop_class in _STORAGE]
         started = time.monotonic()
         self.assoc = ae.associate(source.host, source.port, ae_title=source.ae_title, ext_neg=roles,
