@@ -43,12 +43,14 @@ TRANSFER_SYNTAXES = [DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, Imp
 class LocalStorageSCP:
     """Receive instances on 127.0.0.1; ``received`` maps SOP Instance UID -> file path."""
 
-    def __init__(self, folder: Path, ae_title: str = "LOCALPACS", port: int = 0, host: str = "127.0.0.1") -> None:
+    def __init__(self, folder: Path, ae_title: str = "LOCALPACS", port: int = 0, host: str = "127.0.0.1",
+                 match_issuer: bool = True) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.ae_title, self.host, self.requested_port = ae_title, host, port
         self.received: dict[str, Path] = {}
         self.store_count = 0  # C-STOREs answered, duplicates included
+        self.match_issuer = match_issuer  # False: like a PACS that does not index Issuer of Patient ID
         self.queries: list[str] = []  # "C-FIND STUDY", "C-GET SERIES", ... in order, for tests and the demo
         self._headers: dict[str, Dataset] = {}
         self._changed = threading.Condition()
@@ -69,7 +71,8 @@ class LocalStorageSCP:
     # -- query/retrieve over what was received ----------------------------------------------
     def _matching(self, query: Dataset, level: str) -> list[Dataset]:
         """One header per matching study (or series); keys compared exactly when given."""
-        keys = ["PatientID", "IssuerOfPatientID", "StudyInstanceUID"] + (["Modality", "SeriesInstanceUID"] if level == "SERIES" else [])
+        keys = ["PatientID", "StudyInstanceUID"] + (["IssuerOfPatientID"] if self.match_issuer else [])
+        keys += ["Modality", "SeriesInstanceUID"] if level == "SERIES" else []
         group_by = "StudyInstanceUID" if level == "STUDY" else "SeriesInstanceUID"
         with self._changed:
             headers = list(self._headers.values())
