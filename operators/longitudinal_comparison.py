@@ -186,6 +186,39 @@ class LongitudinalComparisonStep:
             **{m.name.meaning: m.value for m in extra}, "change_map": change_note,
         }
 
+    # -- the trend picture ----------------------------------------------------------------------
+    def finish(self, cases: list[PhotoCase]) -> None:
+        """One Secondary Capture chart per series: F-Vitiligo per view over all visits."""
+        from dicom.trend import TrendPoint, build_trend_image, render_trend
+
+        compared = [c for c in cases if c.ok and c.groups and c.summary.get("comparison", {}).get("status") == "compared"]
+        by_series: dict[str, list[PhotoCase]] = {}
+        for case in compared:
+            by_series.setdefault(case.photo.series_instance_uid, []).append(case)
+        for number, series_cases in enumerate(by_series.values(), start=1):
+            try:
+                series: dict[str, list[TrendPoint]] = {}
+                for case in series_cases:
+                    group = case.groups[0]
+                    points = [TrendPoint(dicom_date(v.date), v.f_vitiligo)
+                              for v in self._views.get(group.tracking_uid, []) if dicom_date(v.date)]
+                    today = dicom_date(case.photo.dataset.get("StudyDate"))
+                    if today is not None:
+                        points.append(TrendPoint(today, group.measurements[0].value))
+                    series[case.summary.get("view", "unknown")] = points
+                image = build_trend_image(series_cases[0].photo.dataset, render_trend(series), self.algorithm)
+                self.output_folder.mkdir(parents=True, exist_ok=True)
+                path = self.output_folder / f"TREND_{number:03d}.dcm"
+                write_dataset(image, path)
+            except Exception as exc:  # the chart is a convenience: never costs the measurements
+                log.exception("trend picture not written")
+                for case in series_cases:
+                    case.summary["trend"] = f"not written: {type(exc).__name__}: {exc}"
+                continue
+            for case in series_cases:
+                case.outputs.append(path)
+                case.summary["trend"] = path.name
+
     # -- the change map -----------------------------------------------------------------------
     def _change_map(self, case: PhotoCase, baseline: PriorView) -> tuple[str, list[NumericMeasurement]]:
         from models.facial_alignment import face_landmarks, warp_masks

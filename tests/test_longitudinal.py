@@ -153,3 +153,23 @@ def test_mesh_warp_follows_a_reframed_face(face_masker):
     assert inside.sum() > 0.95 * after.sum()
     iou = np.logical_and(warped, after).sum() / np.logical_or(warped & valid, after & valid).sum()
     assert iou > 0.93, iou
+
+
+def test_trend_picture_is_a_valid_secondary_capture(tmp_path):
+    from dicom.trend import TrendPoint, build_trend_image, render_trend
+
+    photo = pydicom.dcmread(_photo(tmp_path, ME, "SITE", dt.datetime(2026, 7, 6, 9), "today"))
+    series = {view: [TrendPoint(dt.date(2026, 1, 5), 20.0 + k), TrendPoint(dt.date(2026, 4, 6), 12.0 + k),
+                     TrendPoint(dt.date(2026, 7, 6), 7.5 + k)] for k, view in enumerate(("left", "frontal", "right"))}
+    rgb = render_trend(series)
+    assert rgb.shape == (800, 1200, 3) and rgb.std() > 10  # something is drawn
+    sc = build_trend_image(photo, rgb, ALGORITHM)
+    path = write_dataset(sc, tmp_path / "trend.dcm")
+    result = dciodvfy(path)
+    assert result.ok, result.errors
+    back = pydicom.dcmread(path)
+    assert back.StudyInstanceUID == photo.StudyInstanceUID and back.PatientID == photo.PatientID
+    assert back.IssuerOfPatientID == "SITE" and list(back.ImageType)[:2] == ["DERIVED", "SECONDARY"]
+    assert back.Manufacturer == "dermpacs"
+    with pytest.raises(ValueError):
+        TrendPoint(dt.date(2026, 1, 1), 120.0)
