@@ -38,7 +38,7 @@ if shutil.which("Orthanc") is None and shutil.which("Orthanc", path="/usr/sbin")
     _reason = _reason or "Orthanc is not installed"
 pytestmark = pytest.mark.skipif(_reason is not None, reason=_reason or "")
 
-SIZE = (1416, 2120)  # half the paper's format: fast enough, large enough for the model
+SIZE = (2832, 4240)  # the paper's format, as `make demo` sends
 F = codes.F_VITILIGO.meaning
 CHANGE = codes.F_VITILIGO_CHANGE_BASELINE.meaning
 
@@ -181,6 +181,12 @@ def test_second_visit_reports_change_from_baseline(node, visits):
     assert labels == ["Repigmented since baseline", "New depigmentation since baseline", "Unchanged vitiligo"]
     change[0].save_as(node.tmp / "change-seg.dcm")
     assert dciodvfy(node.tmp / "change-seg.dcm").ok
+    # The trend picture: a Secondary Capture in the follow-up's study, not routed back for analysis.
+    trend = [node.pacs.dataset(uid) for uid in node.pacs.find_instances(visits[1].study_instance_uid, "OT")]
+    assert [t.SeriesDescription for t in trend] == ["dermpacs trend"]
+    trend[0].save_as(node.tmp / "trend.dcm")
+    assert dciodvfy(node.tmp / "trend.dcm").ok, dciodvfy(node.tmp / "trend.dcm").errors
+    assert trend[0].SOPInstanceUID not in node.dermpacs.cli("audit", "export", "--format", "csv").stdout
 
 
 def test_second_visit_change_within_2_points_of_the_truth(node, visits):
