@@ -64,7 +64,11 @@ def _study_results(pacs, study_uid: str) -> tuple[list, int]:
 def _print_visit(visit, groups, baseline_truth: dict[str, float] | None) -> None:
     from dicom import codes
 
-    by_sop = {g["referenced_sop_instance_uid"]: g for g in groups}
+    by_sop: dict[str, dict] = {}  # a view's groups (measurements, since baseline, change map) merged
+    for g in groups:
+        merged = by_sop.setdefault(g["referenced_sop_instance_uid"], {**g, "measurements": {}})
+        merged["measurements"].update(g["measurements"])
+        merged["comment"] = merged.get("comment") or g.get("comment")
     change = codes.F_VITILIGO_CHANGE_BASELINE.meaning
     header = "view      F-Vitiligo (dermpacs)  (painted truth)"
     if baseline_truth is not None:

@@ -125,7 +125,6 @@ class VisitContext:
     """This visit's place in the series (TID 1502) and what it was compared with; goes into every SR group."""
 
     order: int  # 1 = baseline
-    days_since_baseline: int | None = None
     baseline_date: dt.date | None = None
     previous_date: dt.date | None = None
     prior_reports: tuple[tuple[Any, Dataset], ...] = ()  # (concept Code, the earlier SR) referenced

@@ -228,19 +228,17 @@ def _is_uid(value: str) -> bool:
 
 
 def _time_point(visit: VisitContext | None) -> hd.sr.TimePointContext | None:
-    """TID 1502: 'Baseline' or 'Visit n', its order, and days since baseline."""
+    """TID 1502: 'Baseline' or 'Visit n' and its order.
+
+    No Longitudinal Temporal Offset: it is a NUM, and OHIF 3.13.2 shows only a group's first
+    five NUMs; days since baseline are a NUM of the comparison group instead.
+    """
     if visit is None:
         return None
-    offset = None
-    if visit.days_since_baseline is not None:
-        offset = hd.sr.LongitudinalTemporalOffsetFromEvent(
-            value=float(visit.days_since_baseline), unit=codes.DAYS, event_type=codes.BASELINE
-        )
     return hd.sr.TimePointContext(
         time_point=visit.time_point,
         time_point_type=codes.BASELINE if visit.order == 1 else codes.POSTTREATMENT,
         time_point_order=visit.order,
-        temporal_offset_from_event=offset,
     )
 
 

@@ -160,30 +160,47 @@ class LongitudinalComparisonStep:
         today = case.groups[0].measurements[0].value  # F-Vitiligo as the SR states it
         base_date, prev_date = dicom_date(baseline.date), dicom_date(previous.date)
         extra = comparison_measurements(today, baseline, previous)
+        named = {m.name.meaning: m for m in extra}
+        days = []
         if today_date and base_date:
-            extra.append(NumericMeasurement(codes.DAYS_SINCE_BASELINE, float((today_date - base_date).days), codes.DAYS))
+            days.append(NumericMeasurement(codes.DAYS_SINCE_BASELINE, float((today_date - base_date).days), codes.DAYS))
         if previous is not baseline and today_date and prev_date:
-            extra.append(NumericMeasurement(codes.DAYS_SINCE_PREVIOUS, float((today_date - prev_date).days), codes.DAYS))
+            days.append(NumericMeasurement(codes.DAYS_SINCE_PREVIOUS, float((today_date - prev_date).days), codes.DAYS))
         change_note, areas = self._change_map(case, baseline)
-        extra += areas
         reports = [(codes.BASELINE_REPORT, baseline.report)]
         if previous is not baseline:
             reports.append((codes.PREVIOUS_REPORT, previous.report))
+        reached = [f"F-Vitiligo{level} {'reached' if named[code.meaning].value else 'not reached'}"
+                   for level, code in RESPONDER_LEVELS if code.meaning in named]
         visit = VisitContext(
             order=order,
-            days_since_baseline=(today_date - base_date).days if today_date and base_date else None,
             baseline_date=base_date, previous_date=prev_date if previous is not baseline else None,
             prior_reports=tuple(reports),
-            comment=(f"Compared with {len(history)} earlier visit(s) of this view. {change_note}")[:1024],
+            comment=(f"Compared with {len(history)} earlier visit(s) of this view. "
+                     + (", ".join(reached) + ". " if reached else "") + change_note)[:1024],
         )
-        case.groups = [
-            dataclasses.replace(g, tracking_uid=uid, visit=visit, measurements=[*g.measurements, *extra])
-            for g in case.groups
-        ]
+        main = case.groups[0]
+        since_baseline = [named[c.meaning] for c in (codes.F_VITILIGO_BASELINE, codes.F_VITILIGO_CHANGE_BASELINE,
+                                                      codes.F_VITILIGO_RELATIVE_CHANGE) if c.meaning in named]
+        since_baseline += [d for d in days if d.name == codes.DAYS_SINCE_BASELINE]
+        since_baseline += [named[c.meaning] for level, c in RESPONDER_LEVELS if c.meaning in named]
+        response = [*areas] + [named[c.meaning] for c in (codes.F_VITILIGO_PREVIOUS, codes.F_VITILIGO_CHANGE_PREVIOUS)
+                               if c.meaning in named]
+        response += [d for d in days if d.name == codes.DAYS_SINCE_PREVIOUS]
+        groups = [dataclasses.replace(main, tracking_uid=uid, visit=visit)]
+        for rank, (title, measurements) in enumerate((("since baseline", since_baseline),
+                                                       ("change map and previous visit", response)), start=1):
+            if measurements:
+                groups.append(dataclasses.replace(
+                    main, tracking_label=f"{main.tracking_label}: {title}"[:64],
+                    tracking_uid=tracking_uid(priors.tracking_key, self.algorithm.name, self.view_kind, view, title),
+                    outline_xy=_text_anchor(main.outline_xy, case.photo.rows, case.photo.columns, rank),
+                    measurements=measurements, qualitative=[], visit=None))  # time point: on the view's main group
+        case.groups = groups + case.groups[1:]
         case.summary["comparison"] = {
             "status": "compared", "time_point_order": order, "earlier_visits": len(history),
             "baseline_date": baseline.date, "previous_date": previous.date,
-            **{m.name.meaning: m.value for m in extra}, "change_map": change_note,
+            **{m.name.meaning: m.value for m in [*extra, *days, *areas]}, "change_map": change_note,
         }
 
     # -- the trend picture ----------------------------------------------------------------------
@@ -274,6 +291,23 @@ class LongitudinalComparisonStep:
             "unchanged": int(np.count_nonzero(unchanged)), "comparable_percent_of_face": round(share, 2),
         }
         return f"Change map on {share:.0f} % of today's face skin (the rest could not be aligned).", areas
+
+
+def _text_anchor(face_outline: np.ndarray, rows: int, columns: int, rank: int) -> np.ndarray:
+    """Outline of the rank-th extra group of a view: a thin box on the face outline's right edge.
+
+    OHIF 3.13.2 shows at most five lines per group, to the right of the outline's bounding
+    box from its mid-height down (operators/scalp_grading.py). The comparison lines are
+    therefore split into groups whose small outlines sit at the face's right edge, each
+    13 % of the photograph's height below the previous, so the text boxes stack under the
+    face's own instead of covering it.
+    """
+    x0, y0 = face_outline.min(axis=0)
+    x1, y1 = face_outline.max(axis=0)
+    mid = min((y0 + y1) / 2 + 0.13 * rows * rank, rows * (1 - 0.02))
+    half = 0.01 * rows
+    left = max(0.0, x1 - 0.03 * columns)
+    return np.array([[left, mid - half], [x1, mid - half], [x1, mid + half], [left, mid + half]], dtype=np.float64)
 
 
 def _seg_masks(ds: Dataset) -> dict[str, np.ndarray]:

@@ -76,7 +76,7 @@ def test_sr_with_visit_context_is_valid_and_reads_back(tmp_path):
     earlier = _photo(tmp_path, ME, "SITE", dt.datetime(2026, 1, 5, 9), "v1")
     now = _photo(tmp_path, ME, "SITE", dt.datetime(2026, 4, 6, 9), "v2")
     baseline_sr = pydicom.dcmread(_sr(earlier, tmp_path))
-    visit = VisitContext(order=2, days_since_baseline=91, baseline_date=dt.date(2026, 1, 5),
+    visit = VisitContext(order=2, baseline_date=dt.date(2026, 1, 5),
                          prior_reports=((codes.BASELINE_REPORT, baseline_sr),), comment="Compared with 1 earlier visit.")
     path = _sr(now, tmp_path, visit)
     result = dciodvfy(path)

@@ -83,7 +83,17 @@ def _wait_sr(node, visit, timeout: float = 240) -> tuple[Dataset, list[dict]]:
 
 
 def _by_view(groups: list[dict]) -> dict[str, dict]:
-    return {g["tracking_label"].split(", ")[1].split()[0]: g for g in groups}
+    """Per view: its main group (tracking UID, time point, references), with the measurements
+    of the view's extra groups ("...: since baseline", "...: change map and previous visit") merged in."""
+    views: dict[str, dict] = {}
+    for g in sorted(groups, key=lambda g: ":" in g["tracking_label"]):
+        view = g["tracking_label"].split(", ")[1].split()[0]
+        if view not in views:
+            views[view] = {**g, "measurements": dict(g["measurements"])}
+        else:
+            assert not set(g["measurements"]) & set(views[view]["measurements"])
+            views[view]["measurements"].update(g["measurements"])
+    return views
 
 
 def _with_issuer(visit, folder: Path, issuer: str | None = None, patient_id: str | None = None,
@@ -136,7 +146,7 @@ def test_other_patient_with_colliding_name_is_never_a_prior(node, visits):
     # Then the demo patient's baseline: the other person's results must not be its priors.
     _send(node, visits[0].photographs)
     sr, groups = _wait_sr(node, visits[0])
-    assert len(groups) == 3
+    assert len(groups) == 3  # no comparison: one group per view
     for g in groups:
         assert g["time_point_order"] == 1
         assert g["comment"].startswith("No comparison with earlier visits")
@@ -167,6 +177,15 @@ def test_second_visit_reports_change_from_baseline(node, visits):
         assert codes.REPIGMENTED_AREA.meaning in m, g["comment"]
         # Repigmented from the margins: the map shows more repigmented than new skin.
         assert m[codes.REPIGMENTED_AREA.meaning][0] > 5 * m[codes.NEW_DEPIGMENTATION_AREA.meaning][0]
+    # OHIF 3.13.2 shows a group's first five NUMs: the comparison is among them.
+    for g in groups:
+        first = list(g["measurements"])[:5]
+        if g["tracking_label"].endswith("since baseline"):
+            assert first[:3] == [codes.F_VITILIGO_BASELINE.meaning, CHANGE, codes.F_VITILIGO_RELATIVE_CHANGE.meaning]
+        if g["tracking_label"].endswith("previous visit"):
+            assert first[:3] == [codes.REPIGMENTED_AREA.meaning, codes.NEW_DEPIGMENTATION_AREA.meaning,
+                                 codes.UNCHANGED_VITILIGO_AREA.meaning]
+    assert len({g["tracking_uid"] for g in groups}) == 9
     referenced = {item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID
                   for s in sr.PertinentOtherEvidenceSequence for item in s.ReferencedSeriesSequence}
     assert referenced == {str(baseline_sr.SOPInstanceUID)} and acme not in referenced
@@ -225,7 +244,8 @@ def test_priors_still_being_analysed_are_waited_for(node, visits):
     _send(node, second.photographs)
     first_sr, _ = _wait_sr(node, first)
     _, groups = _wait_sr(node, second)
-    for g in groups:
+    assert len(groups) == 9  # per view: the measurements, since baseline, change map
+    for g in _by_view(groups).values():
         assert g["time_point_order"] == 2, g["comment"]
         assert g["prior_reports"] == {codes.BASELINE_REPORT.meaning: str(first_sr.SOPInstanceUID)}
 
