@@ -13,7 +13,6 @@ import csv
 import datetime as dt
 import io
 import json
-import logging
 import sys
 from pathlib import Path
 
@@ -100,10 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "serve":
-            logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-            if args.log_level.upper() != "DEBUG":  # pynetdicom narrates every PDU at INFO
-                logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+            from dicom.service.logsafe import configure_logging
             from dicom.service.service import DermpacsService
+
+            configure_logging(args.log_level)  # every record escaped: a peer cannot write a log line
 
             config = load_config(args.config, ae_title=args.ae_title, port=args.port, data_dir=args.data_dir,
                                  destination=args.destination)

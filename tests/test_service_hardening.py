@@ -1,0 +1,179 @@
+"""The node under hostile or unlucky conditions (issue 11), over real sockets with real peers.
+
+Silent sockets, too many associations from one peer, forged log lines through UIDs and AE
+titles, oversized objects.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit, generate_uid
+from pynetdicom import AE, _config
+
+from dicom.encode import write_dataset
+from dicom.service.config import AllowedCaller, ListenerConfig
+from tests.pacs.dermpacs import DermpacsProcess
+from tests.test_service_listener import VL_PHOTO, associate, c_store, make_photo, node_factory, wait_for, write_raw  # noqa: F401
+
+HAVE_DCMTK = shutil.which("storescu") is not None
+pytestmark = pytest.mark.filterwarnings("ignore:Invalid value for VR UI", "ignore:The value length")
+
+
+def _silent_sockets(port: int, n: int, source: str = "127.0.0.1") -> list[socket.socket]:
+    socks = []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind((source, 0))
+        s.connect(("127.0.0.1", port))
+        socks.append(s)
+    return socks
+
+
+def _study(folder: Path, n: int = 3) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    study, series = generate_uid(), generate_uid()
+    return [write_dataset(make_photo(seed=i, study_uid=study, series_uid=series, instance_number=i + 1),
+                          folder / f"p{i}.dcm") for i in range(n)]
+
+
+def _store_study(port: int, paths: list[Path]) -> None:
+    """The allowed PACS (AE ORTHANC) stores the study: dcmtk storescu when installed, else pynetdicom."""
+    if HAVE_DCMTK:
+        result = subprocess.run(["storescu", "-xy", "-aet", "ORTHANC", "-aec", "DERMAI", "127.0.0.1", str(port),
+                                 *map(str, paths)], capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0, result.stderr
+    else:
+        for path in paths:
+            assert c_store(port, pydicom.dcmread(path), calling="ORTHANC") == 0x0000
+
+
+@pytest.mark.parametrize("silent", [50, 100])  # 100: more than max_pending_connections, the oldest are dropped
+def test_silent_connections_do_not_lock_out_the_allowed_pacs(node_factory, tmp_path, silent):
+    node = node_factory(allowed_callers=[AllowedCaller("ORTHANC", "127.0.0.1")],
+                        listener=ListenerConfig(request_timeout_s=2.0, max_pending_connections=64))
+    paths = _study(tmp_path / "study")
+    socks = _silent_sockets(node.port, silent)  # same address as the PACS: no per-address excuse
+    try:
+        time.sleep(0.3)
+        started = time.monotonic()
+        _store_study(node.port, paths)
+        assert time.monotonic() - started < 5, "the allowed caller waited for the silent sockets"
+        assert len(node.spooled()) == 3
+        # and again, while the same sockets are still open
+        assert c_store(node.port, make_photo(seed=9), calling="ORTHANC") == 0x0000
+    finally:
+        for s in socks:
+            s.close()
+    # every silent socket was refused: logged and audited with its address
+    dropped = wait_for(lambda: [e for e in node.events("rejected") if e["details"]["stage"] == "connection"],
+                       count=silent, timeout=10)
+    assert len(dropped) == silent
+    assert all(e["details"]["peer"].startswith("127.0.0.1:") for e in dropped)
+    reasons = {e["details"]["reason"].split(" (")[0] for e in dropped}
+    if silent > 64:
+        assert any(r.startswith("dropped for a newer connection") for r in reasons)
+    assert len(node.events("received")) == 4
+
+
+def test_associations_are_bounded_per_peer_and_refusals_audited(node_factory):
+    node = node_factory(listener=ListenerConfig(max_associations=6, max_associations_per_peer=2))
+    greedy = [associate(node.port, calling="GREEDY", bind="127.0.0.2") for _ in range(2)]
+    try:
+        assert all(a.is_established for a in greedy)
+        third = associate(node.port, calling="GREEDY", bind="127.0.0.2")
+        assert third.is_rejected
+        rj = third.acceptor.primitive
+        assert (rj.result, rj.result_source, rj.diagnostic) == (0x02, 0x03, 0x02)  # transient, local limit
+        # another peer is not affected
+        assert c_store(node.port, make_photo(), calling="PACS") == 0x0000
+        more = [associate(node.port, calling="OTHER", bind=f"127.0.0.{i}") for i in (3, 3, 4, 4)]
+        assert all(a.is_established for a in more)
+        over = associate(node.port, calling="PACS", bind="127.0.0.5")  # 6 held: the total limit
+        assert over.is_rejected
+        for a in more:
+            a.release()
+    finally:
+        for a in greedy:
+            a.release()
+    refusals = [e["details"] for e in node.events("rejected")]
+    assert [r["reason"] for r in refusals] == ["local limit exceeded: 2 associations from this peer",
+                                               "local limit exceeded: 6 associations"]
+    assert refusals[0]["peer"].startswith("127.0.0.2:") and refusals[0]["calling_ae"] == "GREEDY"
+
+
+def test_an_object_over_the_size_limit_is_refused_out_of_resources(node_factory):
+    node = node_factory(listener=ListenerConfig(max_object_bytes=200_000))
+    small = make_photo()
+    assert c_store(node.port, small) == 0x0000
+    big = make_photo(seed=1)
+    big.add_new(0x00091010, "LO", "dermpacs test")
+    big.add_new(0x00091011, "OB", b"\0" * 400_000)
+    assoc = associate(node.port)
+    try:
+        status = assoc.send_c_store(big)
+        assert status.Status == 0xA700 and "exceeds the limit of 200000" in status.ErrorComment
+        assert assoc.send_c_store(make_photo(seed=2)).Status == 0x0000  # the association goes on
+    finally:
+        assoc.release()
+    assert len(node.spooled()) == 2
+    (event,) = node.events("rejected")
+    assert event["sop_instance_uid"] == big.SOPInstanceUID and event["details"]["status"] == "0xA700"
+
+
+# -- forged log lines ---------------------------------------------------------------------------
+FORGED = "2026-12-07 11:11:11,111 INFO dermpacs.listener: received 1.2.3.4 from ORTHANC"
+RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) [\w.]+: ")
+
+
+def test_peer_text_with_newlines_esc_and_nul_writes_no_log_line(tmp_path):
+    """A real `dermpacs serve` process; UIDs and AE titles from the peer carry \\n, ESC, NUL."""
+    with DermpacsProcess(tmp_path / "node", destination="NOWHERE@127.0.0.1:9") as node:
+        # 1. an Affected SOP Instance UID with a forged line (the request), a valid data set otherwise
+        ds = make_photo()
+        ds.file_meta.MediaStorageSOPInstanceUID = f"1.2.3\n{FORGED}\x1b[2J\x00"
+        path = write_raw(tmp_path / "crafted.dcm", ds)
+        saved = _config.STORE_SEND_CHUNKED_DATASET, dict(_config.VALIDATORS)
+        _config.STORE_SEND_CHUNKED_DATASET = True
+        _config.VALIDATORS["UI"] = _config.VALIDATORS["AE"] = lambda value: (True, "")  # this client only
+        try:
+            assoc = associate(node.port)
+            assert assoc.is_established
+            status = assoc.send_c_store(path)
+            assert not status or status.Status != 0x0000  # refused or aborted, never stored
+            if assoc.is_established:
+                assoc.release()
+            # 2. calling and called AE titles with a newline, ESC and NUL
+            for calling, called in [("X\n" + FORGED[:12], "DERMAI"), ("A\x1b[31mB\x00", "DERMAI"),
+                                    ("PACS", "Z\n2026-12-07 1")]:
+                ae = AE(calling)
+                ae.acse_timeout = ae.network_timeout = 10
+                ae.add_requested_context(VL_PHOTO, [JPEGBaseline8Bit, ExplicitVRLittleEndian])
+                assoc = ae.associate("127.0.0.1", node.port, ae_title=called)
+                if assoc.is_established:
+                    assoc.release()
+        finally:
+            _config.STORE_SEND_CHUNKED_DATASET = saved[0]
+            _config.VALIDATORS.update(saved[1])
+        time.sleep(0.5)
+        audit = node.cli("audit", "export", "--format", "json").stdout
+        events = json.loads(audit)
+        assert len([e for e in events if e["event"] == "rejected"
+                    and e["details"]["reason"] == "association request not understood (see the log)"]) == 3
+        assert node.echo()  # still serving
+    log = node.log_path.read_bytes()
+    assert b"\x1b" not in log and b"\x00" not in log
+    for line in log.decode().splitlines():
+        assert RECORD.match(line) or line.startswith("    | ") or line.startswith("=====") or not line, line
+    assert FORGED not in [line[:len(FORGED)] for line in log.decode().splitlines()]
+    assert "\\n2026-12-07 11:11:11,111" in log.decode()  # it is there, escaped
+    for forbidden in ("\\u001b", "\\u0000", "\\n2026"):  # JSON escapes of raw control characters
+        assert forbidden not in audit.replace("\\\\", ""), forbidden
