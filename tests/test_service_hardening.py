@@ -177,3 +177,61 @@ def test_peer_text_with_newlines_esc_and_nul_writes_no_log_line(tmp_path):
     assert "\\n2026-12-07 11:11:11,111" in log.decode()  # it is there, escaped
     for forbidden in ("\\u001b", "\\u0000", "\\n2026"):  # JSON escapes of raw control characters
         assert forbidden not in audit.replace("\\\\", ""), forbidden
+
+
+# -- what is accepted is what is routed is what is documented ------------------------------------
+CONFORMANCE = Path(__file__).resolve().parents[1] / "deploy" / "conformance-statement.md"
+UID_IN_ROW = re.compile(r"\b1\.2\.840\.10008\.5\.1\.4\.1\.1\.[0-9.]+\b")
+
+
+def _documented_scp_classes() -> tuple[set[str], set[str]]:
+    """Storage classes the conformance statement says dermpacs accepts: table 1.1 and table 4.2.3."""
+    text = CONFORMANCE.read_text()
+    overview = text[text.index("### 1.1"):text.index("### 1.2")]
+    table_11 = {uid for line in overview.splitlines() if line.startswith("|")
+                for uid in UID_IN_ROW.findall(line) if re.search(r"\|\s*No\s*\|\s*Yes\s*\|\s*$", line)}
+    contexts = text[text.index("#### 4.2.3"):text.index("#### 4.2.4")]
+    table_423 = {uid for line in contexts.splitlines() if line.startswith("|") and "| SCP |" in line
+                 for uid in UID_IN_ROW.findall(line.split("|")[1])}
+    return table_11, table_423
+
+
+def test_negotiation_routes_and_conformance_statement_agree(node_factory):
+    from dicom.reader import SUPPORTED_SOP_CLASSES
+    from dicom.service.config import ConfigError, load_config
+    from dicom.service.router import Router
+
+    config = load_config()
+    accepted = set(config.accepted_sop_classes)  # the one source of truth
+    # 1. negotiation: propose every photograph class the reader knows, one context each
+    node = node_factory(accepted_sop_classes=config.accepted_sop_classes)
+    assoc = associate(node.port, contexts=[(uid, [ExplicitVRLittleEndian]) for uid in SUPPORTED_SOP_CLASSES])
+    assert assoc.is_established
+    assert {str(cx.abstract_syntax) for cx in assoc.accepted_contexts} == accepted
+    assoc.release()
+    # 2. routes: any instance of an accepted class, whatever else it says, reaches an app
+    router = Router(config.rules)
+    for uid in accepted:
+        for modality, body_part in [("", ""), ("XC", "ARM"), ("OT", ""), ("ES", "KNEE")]:
+            header = {"SOPClassUID": uid, "Modality": modality, "BodyPartExamined": body_part,
+                      "AnatomicRegion": [], "SeriesDescription": ""}
+            assert router.route(header, "DERMAI") is not None, (uid, modality, body_part)
+    # ... and accepting a class no rule takes is a configuration error
+    with pytest.raises(ConfigError, match="unrouted"):
+        load_config(accepted_sop_classes=[*config.accepted_sop_classes, "1.2.840.10008.5.1.4.1.1.77.1.7"])
+    # 3. the conformance statement's tables
+    table_11, table_423 = _documented_scp_classes()
+    assert table_11 == accepted and table_423 == accepted
+
+
+@pytest.mark.skipif(not HAVE_DCMTK, reason="dcmtk not installed")
+@pytest.mark.parametrize("sop_class", ["1.2.840.10008.5.1.4.1.1.77.1.7", "1.2.840.10008.5.1.4.1.1.7.4"])
+def test_dermoscopic_and_multiframe_sc_are_refused_at_negotiation(node_factory, tmp_path, sop_class):
+    node = node_factory()
+    ds = make_photo()
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = sop_class
+    src = write_dataset(ds, tmp_path / "photo.dcm")
+    result = subprocess.run(["storescu", "-xy", "-aec", "DERMAI", "127.0.0.1", str(node.port), str(src)],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0
+    assert node.spooled() == [] and node.events("received") == []
