@@ -106,7 +106,14 @@ def main(argv: list[str] | None = None) -> int:
 
             config = load_config(args.config, ae_title=args.ae_title, port=args.port, data_dir=args.data_dir,
                                  destination=args.destination)
-            DermpacsService(config).serve_forever()
+            from dicom.service.recovery import StoreUnusable
+
+            try:
+                service = DermpacsService(config)
+            except StoreUnusable as exc:
+                print(f"dermpacs: refusing to start: {exc}", file=sys.stderr)
+                return 3
+            service.serve_forever()
             return 0
         store = _store(args)
         if args.command == "status":

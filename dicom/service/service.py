@@ -15,7 +15,6 @@ from .config import ServiceConfig
 from .router import Router
 from .runner import AppRunner
 from .spool import Spool
-from .store import JobStore
 
 log = logging.getLogger("dermpacs.service")
 
@@ -29,9 +28,12 @@ class DermpacsService:
         from .listener import DicomListener
         from .sender import ResultSender
 
+        from .recovery import open_job_store
+
+        make_private(config.data_dir)
         self.config = config
-        self.store = JobStore(config.database)
         self.spool = Spool(config.data_dir)
+        self.store = open_job_store(config, self.spool)  # checked; rebuilt from the spool if lost
         self.router = Router(config.rules)
         self._wake_scheduler = threading.Event()
         self._wake_sender = threading.Event()
@@ -127,6 +129,16 @@ class DermpacsService:
                 jobs.append(self.store.create_job(study_uid, series_uid, app, rule.name,
                                                   [row["sop_instance_uid"] for _, row in matched]))
         return jobs
+
+
+def make_private(data_dir) -> None:
+    """Everything the node and its app workers create is 0600/0700, whatever the umask it was
+    started with: photographs, overlays and results are patient data."""
+    import os
+
+    os.umask(0o077)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.chmod(0o700)  # also closes a folder an earlier version created 0755
 
 
 def _raise_stack_limit() -> None:

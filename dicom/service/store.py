@@ -160,7 +160,7 @@ class JobStore:
             self._audit(db, event, job_id, sop, **details)
 
     # -- receiving ------------------------------------------------------------------------
-    def add_instance(self, item: ReceivedInstance) -> bool:
+    def add_instance(self, item: ReceivedInstance, event: str = "received") -> bool:
         """Record a spooled instance; False (and a 'duplicate' audit) if its UID was seen before."""
         now = time.time()
         with self._transaction() as db:
@@ -177,10 +177,42 @@ class JobStore:
                  str(item.path), item.sha256, item.size, item.calling_ae, item.called_ae, item.peer,
                  json.dumps(item.header), now, "received", None),
             )
-            self._audit(db, "received", sop=item.sop_instance_uid, calling_ae=item.calling_ae, peer=item.peer,
+            self._audit(db, event, sop=item.sop_instance_uid, calling_ae=item.calling_ae, peer=item.peer,
                         called_ae=item.called_ae, sop_class_uid=item.sop_class_uid,
                         series_instance_uid=item.series_instance_uid, sha256=item.sha256, size=item.size)
             return True
+
+    def instance_count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM instances").fetchone()[0])
+
+    def restore_job(self, job_id: int, sop_uids: list[str], app: str, attempts: int,
+                    outputs: list[tuple[Path, str, str]], destination: str) -> None:
+        """Rebuild: a job whose analysis had finished, under its old id, its results queued again."""
+        now = time.time()
+        with self._transaction() as db:
+            marks = ",".join("?" * len(sop_uids))
+            first = db.execute(f"SELECT study_instance_uid, series_instance_uid FROM instances "
+                               f"WHERE sop_instance_uid IN ({marks})", sop_uids).fetchone()
+            db.execute(
+                "INSERT INTO jobs(id, study_instance_uid, series_instance_uid, app, rule, state, attempts, created_at, "
+                "updated_at) VALUES (?,?,?,?, 'rebuilt', ?, ?, ?, ?)",
+                (job_id, first[0], first[1], app, "sending" if outputs else "done", attempts, now, now))
+            db.executemany("UPDATE instances SET state='queued', job_id=? WHERE sop_instance_uid=?",
+                           [(job_id, uid) for uid in sop_uids])
+            for path, sop_uid, sop_class in outputs:
+                db.execute(
+                    "INSERT INTO outbox(job_id, path, sop_instance_uid, sop_class_uid, destination, state, "
+                    "next_attempt_at) VALUES (?,?,?,?,?, 'pending', ?)",
+                    (job_id, str(path), sop_uid, sop_class, destination, now))
+            self._audit(db, "restored_job", job_id=job_id, app=app, sop_instance_uids=sop_uids,
+                        result_sop_instance_uids=[o[1] for o in outputs])
+
+    def reserve_job_ids(self, highest: int) -> None:
+        """New jobs get ids above ``highest`` (their folders must not be an old job's)."""
+        with self._transaction() as db:
+            if not db.execute("UPDATE sqlite_sequence SET seq=MAX(seq, ?) WHERE name='jobs'", (highest,)).rowcount:
+                db.execute("INSERT INTO sqlite_sequence(name, seq) VALUES ('jobs', ?)", (highest,))
 
     def known_instance(self, sop_instance_uid: str) -> bool:
         with self._lock:

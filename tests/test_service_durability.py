@@ -1,0 +1,132 @@
+"""Acknowledged work survives a lost or damaged job store, faults and restarts (issue 11).
+
+Real `dermpacs serve` processes on loopback, a real pynetdicom storage SCP as the PACS, and
+the echo app (tests/service_apps) instead of a model, so each analysis takes milliseconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import stat
+import time
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.uid import generate_uid
+
+from dicom.encode import pattern_image, photograph_dataset, write_dataset
+from dicom.service.config import ServiceConfig
+from dicom.service.local_pacs import LocalStorageSCP, send_instances
+from dicom.service.recovery import integrity_problem, open_job_store
+from dicom.service.spool import Spool
+from dicom.service.store import JobStore, ReceivedInstance
+from tests.pacs.dcmtk import wait_until
+from tests.pacs.dermpacs import DermpacsProcess
+from tests.pacs.netns import free_port
+
+VL_PHOTO = "1.2.840.10008.5.1.4.1.1.77.1.4"
+ECHO = {"apps": {"echo": {"module": "tests.service_apps.echo_app", "timeout_s": 60}},
+        "rules": [{"name": "all", "app": "echo", "sop_class_uid": [VL_PHOTO, "1.2.840.10008.5.1.4.1.1.7"]}]}
+
+
+def _series(folder: Path, n: int, seed: int = 0) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    study, series = generate_uid(), generate_uid()
+    return [write_dataset(photograph_dataset(pattern_image(64, 96, seed=seed + i), study_uid=study, series_uid=series,
+                                             instance_number=i + 1), folder / f"{seed}_{i}.dcm") for i in range(n)]
+
+
+def _node(tmp_path: Path, pacs_port: int, **settings) -> DermpacsProcess:
+    return DermpacsProcess(tmp_path / "node", destination=f"PACS@127.0.0.1:{pacs_port}", **{**ECHO, **settings})
+
+
+def _result_uids(node: DermpacsProcess) -> set[str]:
+    return {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID)
+            for p in (node.data_dir / "jobs").rglob("out/*.dcm")}
+
+
+def _audit(node: DermpacsProcess) -> list[dict]:
+    return json.loads(node.cli("audit", "export", "--format", "json").stdout)
+
+
+def test_deleted_job_store_is_rebuilt_from_the_spool(tmp_path):
+    """Undelivered results are delivered under their own UIDs; an unanalysed instance is analysed."""
+    pacs_port = free_port()
+    node = _node(tmp_path, pacs_port, stable_seconds=2).start()
+    try:
+        first = _series(tmp_path / "a", 2)
+        send_instances(first, f"DERMAI@127.0.0.1:{node.port}", calling_ae="MODALITY")
+        wait_until(lambda: node.status()["outbox"].get("pending", 0) == 2, 60, what="2 undelivered results")
+        undelivered = _result_uids(node)
+        second = _series(tmp_path / "b", 1, seed=10)
+        send_instances(second, f"DERMAI@127.0.0.1:{node.port}", calling_ae="MODALITY")  # acked, not analysed
+        node.kill()
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(node.data_dir / "dermpacs.sqlite3") + suffix).unlink(missing_ok=True)
+        with LocalStorageSCP(tmp_path / "pacs", ae_title="PACS", port=pacs_port) as pacs:
+            node.start()
+            wait_until(lambda: len(pacs.received) == 3, 60, what=f"3 results\n{node.log_tail()}")
+            time.sleep(1)
+            assert undelivered <= set(pacs.received)  # the same UIDs as before the loss
+            assert pacs.store_count == 3
+        assert "the job store is missing but the spool holds 3 acknowledged instance(s)" in node.log_tail()
+        rebuilt = [e for e in _audit(node) if e["event"] == "store_rebuilt"]
+        assert rebuilt and rebuilt[0]["details"]["jobs"] == 1 and rebuilt[0]["details"]["to_analyse"] == 1
+        assert node.status()["jobs"] == {"done": 2}
+    finally:
+        node.stop()
+
+
+def _store_with_one_instance(data_dir: Path) -> tuple[ServiceConfig, str]:
+    config = ServiceConfig(data_dir=data_dir, rules=[], apps={})
+    spool = Spool(data_dir)
+    ds = photograph_dataset(pattern_image(64, 96, seed=3))
+    path = write_dataset(ds, spool.instance_path(ds.SOPInstanceUID))
+    store = JobStore(config.database)
+    store.add_instance(ReceivedInstance(ds.SOPInstanceUID, VL_PHOTO, ds.StudyInstanceUID, ds.SeriesInstanceUID, path,
+                                        "0" * 64, path.stat().st_size, "MOD", "DERMAI", "", {}))
+    for i in range(200):  # enough pages that damage in the middle is found by the check, not by opening
+        store.audit("received", sop=f"1.2.{i}", filler="x" * 200)
+    store._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    store.close()
+    return config, str(ds.SOPInstanceUID)
+
+
+def test_damaged_job_store_is_detected_moved_aside_and_rebuilt(tmp_path):
+    config, uid = _store_with_one_instance(tmp_path / "data")
+    assert integrity_problem(config.database) is None
+    with open(config.database, "r+b") as f:  # scribble over a page in the middle
+        f.seek(4096 * 5)
+        f.write(os.urandom(4096))
+    assert integrity_problem(config.database) is not None
+    store = open_job_store(config, Spool(config.data_dir))
+    try:
+        assert [r["sop_instance_uid"] for r in store.waiting_instances(
+            store._db.execute("SELECT series_instance_uid FROM instances").fetchone()[0])] == [uid]
+        assert store.audit_rows()[-1]["event"] == "store_rebuilt"
+    finally:
+        store.close()
+    assert list(config.data_dir.glob("dermpacs.sqlite3.damaged-*"))
+
+
+def test_files_are_private_whatever_the_umask(tmp_path):
+    pacs_port = free_port()
+    old = os.umask(0o022)
+    try:
+        with LocalStorageSCP(tmp_path / "pacs", ae_title="PACS", port=pacs_port) as pacs:
+            node = _node(tmp_path, pacs_port, stable_seconds=0.5).start()
+            try:
+                send_instances(_series(tmp_path / "a", 1), f"DERMAI@127.0.0.1:{node.port}", calling_ae="MODALITY")
+                wait_until(lambda: len(pacs.received) == 1, 60, what="a result")
+            finally:
+                node.stop()
+    finally:
+        os.umask(old)
+    everything = [node.data_dir, *node.data_dir.rglob("*")]
+    assert len(everything) > 8
+    for path in everything:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode & 0o077 == 0, f"{path.relative_to(node.data_dir.parent)} is {oct(mode)}"
