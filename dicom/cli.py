@@ -13,6 +13,7 @@ import csv
 import datetime as dt
 import io
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -73,10 +74,28 @@ def _store(args):
     config = load_config(args.config, data_dir=args.data_dir)
     if not config.database.exists():
         raise ConfigError(f"no job store at {config.database} (has `dermpacs serve` run with this data dir?)")
-    return JobStore(config.database)
+    return config, JobStore(config.database)
+
+
+def _print_health(health: dict | None) -> None:
+    if health is None:
+        return
+    if not health.get("running"):
+        print("service:   not running")
+        return
+    parts = []
+    for name, state in sorted(health.get("components", {}).items()):
+        if state.get("state") == "failing":
+            since = dt.datetime.fromtimestamp(state.get("failing_since") or state["since"], dt.timezone.utc)
+            parts.append(f"{name} FAILING since {since:%Y-%m-%d %H:%M:%S}Z ({state.get('failures')} tries, "
+                         f"next in {state.get('next_try_s')} s): {state.get('error')}")
+    print("service:   running" + ("" if parts else ", all ok"))
+    for part in parts:
+        print(f"  {part}")
 
 
 def _print_status(status: dict) -> None:
+    _print_health(status.get("health"))
     print("jobs:      " + (", ".join(f"{k} {v}" for k, v in sorted(status["jobs"].items())) or "none"))
     print("instances: " + (", ".join(f"{k} {v}" for k, v in sorted(status["instances"].items())) or "none"))
     print("outbox:    " + (", ".join(f"{k} {v}" for k, v in sorted(status["outbox"].items())) or "empty"))
@@ -96,6 +115,17 @@ def _print_status(status: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # inside the try: a closed pipe must not fail later, at interpreter exit
+        return code
+    except BrokenPipeError:  # `dermpacs status | head`: the reader left; not an error worth a traceback
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's final flush goes nowhere, quietly
+        return 0
+
+
+def _main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "serve":
@@ -115,9 +145,11 @@ def main(argv: list[str] | None = None) -> int:
                 return 3
             service.serve_forever()
             return 0
-        store = _store(args)
+        config, store = _store(args)
         if args.command == "status":
-            status = store.status()
+            from dicom.service.health import read_health
+
+            status = {**store.status(), "health": read_health(config.data_dir)}
             print(json.dumps(status, indent=2, default=str)) if args.json else _print_status(status)
             return 1 if status["failed_jobs"] else 0
         if args.command == "retry":

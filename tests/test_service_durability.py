@@ -10,6 +10,8 @@ import json
 import os
 import sqlite3
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -130,3 +132,46 @@ def test_files_are_private_whatever_the_umask(tmp_path):
     for path in everything:
         mode = stat.S_IMODE(path.stat().st_mode)
         assert mode & 0o077 == 0, f"{path.relative_to(node.data_dir.parent)} is {oct(mode)}"
+
+
+def test_a_failing_scheduler_backs_off_says_so_once_and_recovers(tmp_path):
+    """The job folders cannot be created (as on a full disk): no hot loop, one line, visible state."""
+    pacs_port = free_port()
+    with LocalStorageSCP(tmp_path / "pacs", ae_title="PACS", port=pacs_port) as pacs:
+        node = _node(tmp_path, pacs_port, stable_seconds=0.3, fault_backoff_initial_s=0.2,
+                     fault_backoff_max_s=1.0).start()
+        try:
+            jobs = node.data_dir / "jobs"
+            jobs.rmdir()
+            jobs.write_text("in the way")  # every attempt to make a job folder fails
+            send_instances(_series(tmp_path / "a", 1), f"DERMAI@127.0.0.1:{node.port}", calling_ae="MODALITY")
+            wait_until(lambda: "scheduler failing" in node.log_tail(), 30, what="the failure")
+            time.sleep(4)
+            log = node.log_tail(10**7)
+            assert log.count("scheduler failing") == 1 and log.count("Traceback") == 1
+            text = node.cli("status").stdout
+            assert "scheduler FAILING since" in text and "NotADirectoryError" in text, text
+            health = node.status()["health"]["components"]["scheduler"]
+            assert health["state"] == "failing" and 4 <= health["failures"] <= 12  # 0.2, 0.4, 0.8, 1, 1, ...
+            jobs.unlink()
+            jobs.mkdir(mode=0o700)
+            wait_until(lambda: len(pacs.received) == 1, 30, what=f"the result\n{node.log_tail()}")
+            assert node.log_tail().count("scheduler recovered") == 1
+            assert node.status()["health"]["components"]["scheduler"]["state"] == "ok"
+            started = [e["details"]["attempt"] for e in _audit(node) if e["event"] == "started"]
+            assert started[-1] == 1  # the failed starts did not use up the job's attempts
+        finally:
+            node.stop()
+
+
+def test_status_and_export_into_a_closed_pipe_print_no_traceback(tmp_path):
+    store = JobStore(tmp_path / "dermpacs.sqlite3")
+    for i in range(3000):
+        store.audit("received", sop=f"1.2.{i}", calling_ae="MODALITY", peer="127.0.0.1:1")
+    store.close()
+    repo = Path(__file__).resolve().parents[1]
+    for command in ("status", "status --json", "audit export"):
+        for reader in ("head -c 20", "true"):  # `true` has closed the pipe before dermpacs writes at all
+            result = subprocess.run(f"{sys.executable} -m dicom.cli {command} --data-dir {tmp_path} | {reader}",
+                                    shell=True, capture_output=True, text=True, timeout=60, cwd=repo)
+            assert result.stderr == "", (command, reader, result.stderr)

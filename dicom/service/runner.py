@@ -143,14 +143,18 @@ class AppRunner:
         if not _module_exists(app.module):
             self.store.fail_job(job.id, f"app {job.app!r} (module {app.module}) is not installed in this release")
             return
-        inputs, outputs = self.spool.job_folder(job.id, job.attempts)
-        for row in self.store.job_instances(job.id):
-            target = inputs / Path(row["path"]).name
-            if not target.exists():
-                try:
-                    os.link(row["path"], target)  # same file system: no copy
-                except OSError:
-                    shutil.copy2(row["path"], target)
+        try:
+            inputs, outputs = self.spool.job_folder(job.id, job.attempts)
+            for row in self.store.job_instances(job.id):
+                target = inputs / Path(row["path"]).name
+                if not target.exists():
+                    try:
+                        os.link(row["path"], target)  # same file system: no copy
+                    except OSError:
+                        shutil.copy2(row["path"], target)
+        except OSError as exc:  # disk full, permissions: not the job's fault; it waits, its attempt refunded
+            self.store.requeue(job.id, f"cannot prepare the job folder: {type(exc).__name__}: {exc}")
+            raise
         worker.running = _Running(job, app, time.monotonic(), inputs, outputs)
         worker.conn.send((app.module, str(inputs), str(outputs)))
         log.info("job %d: %s started on series %s (attempt %d)", job.id, job.app, job.series_instance_uid, job.attempts)

@@ -12,6 +12,7 @@ import time
 from collections import defaultdict
 
 from .config import ServiceConfig
+from .health import ComponentHealth, HealthBoard
 from .router import Router
 from .runner import AppRunner
 from .spool import Spool
@@ -38,9 +39,12 @@ class DermpacsService:
         self._wake_scheduler = threading.Event()
         self._wake_sender = threading.Event()
         self._stop = threading.Event()
+        self.health = HealthBoard(config.data_dir)
+        self.scheduler_health = ComponentHealth("scheduler", config.fault_backoff_initial_s, config.fault_backoff_max_s,
+                                                self.health)
         self.listener = DicomListener(config, self.store, self.spool, on_received=lambda _series: self._wake_scheduler.set())
         self.runner = AppRunner(config, self.store, self.spool)
-        self.sender = ResultSender(config, self.store)
+        self.sender = ResultSender(config, self.store, health=self.health)
         self._threads: list[threading.Thread] = []
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -69,6 +73,7 @@ class DermpacsService:
             thread.join(timeout=10)
         self.runner.stop()
         self.store.close()
+        self.health.close()
 
     def serve_forever(self) -> None:
         """Run until SIGTERM or SIGINT, then stop cleanly."""
@@ -84,13 +89,17 @@ class DermpacsService:
 
     # -- scheduling ---------------------------------------------------------------------------
     def _schedule_loop(self) -> None:
+        """Route, supervise, start jobs; a failing round (disk full, DB locked) backs off."""
         while not self._stop.is_set():
             try:
                 self.route_settled_series()
                 if self.runner.poll():
                     self._wake_sender.set()
-            except Exception:  # keep scheduling; the error is in the log
-                log.exception("scheduler round failed")
+                self.scheduler_health.ok()
+            except Exception as exc:  # noqa: BLE001 - keep scheduling, but never in a hot loop
+                delay = self.scheduler_health.failed(exc)
+                self._stop.wait(delay)
+                continue
             self._wait_for_work()
 
     def _wait_for_work(self) -> None:

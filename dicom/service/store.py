@@ -319,6 +319,14 @@ class JobStore:
             db.execute("UPDATE jobs SET state='failed', error=?, updated_at=? WHERE id=?", (error, time.time(), job_id))
             self._audit(db, "analysis_failed", job_id=job_id, error=error, **details)
 
+    def requeue(self, job_id: int, reason: str) -> None:
+        """A running job goes back to the queue without using up an attempt (the node stopped it, or
+        could not start it); audited as ``retried``."""
+        with self._transaction() as db:
+            db.execute("UPDATE jobs SET state='queued', attempts=MAX(attempts-1, 0), updated_at=? "
+                       "WHERE id=? AND state='running'", (time.time(), job_id))
+            self._audit(db, "retried", job_id=job_id, reason=reason, attempt_refunded=True)
+
     def recover_interrupted(self, max_attempts: int) -> list[int]:
         """After a crash: jobs left 'running' run again (or fail once out of attempts)."""
         with self._transaction() as db:
