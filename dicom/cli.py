@@ -107,6 +107,12 @@ def _print_status(status: dict) -> None:
         print("\ninstances no routing rule matches (kept in the spool):")
         for item in status["unrouted_instances"]:
             print(f"  {item['sop_instance_uid']} (SOP class {item['sop_class_uid']})")
+    if status.get("changed_instances"):
+        print("\nchanged instances (same UID, other content: kept as a new version, analysed again, "
+              "earlier results superseded):")
+        for item in status["changed_instances"]:
+            print(f"  {item['sop_instance_uid']} version {item['version']} ({item['state']}"
+                  + (f", job {item['job_id']}" if item["job_id"] else "") + ")")
     if status["last_errors"]:
         print("\nlast errors:")
         for event in status["last_errors"]:

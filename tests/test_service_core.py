@@ -127,8 +127,8 @@ def test_job_lifecycle_outbox_and_audit(store, tmp_path):
     spool = Spool(tmp_path)
     uids = _received(store, spool, "1.2.3.4", 3)
     item = store.waiting_instances("1.2.3.4")[0]
-    assert not store.add_instance(ReceivedInstance(item["sop_instance_uid"], VL_PHOTO, "1.2.3", "1.2.3.4", Path("x"),
-                                                   "1" * 64, 4, "MOD", "DERMAI", "", {}))
+    assert store.add_instance(ReceivedInstance(item["sop_instance_uid"], VL_PHOTO, "1.2.3", "1.2.3.4", Path("x"),
+                                               "0" * 64, 4, "MOD", "DERMAI", "", {})) == "duplicate"
     assert store.settled_series(stable_seconds=60) == []
     assert store.settled_series(stable_seconds=0, now=time.time() + 1) == ["1.2.3.4"]
     job_id = store.create_job("1.2.3", "1.2.3.4", "facial_vitiligo", "face", uids)
@@ -231,6 +231,30 @@ def test_runner_times_out_a_hanging_app_survives_a_crash_and_keeps_working(tmp_p
         assert len(store.due_outbox()) == 1
         analysed = [r for r in store.audit_rows() if r["event"] == "analysed"]
         assert analysed[-1]["details"]["model"] == "echo"
+    finally:
+        runner.stop()
+        store.close()
+
+
+def test_partly_failed_analysis_is_a_failed_job_that_retry_redoes(tmp_path):
+    """A SEG written, then the overlay hits a full disk: nothing is sent, the job fails, retry works."""
+    config = _runner_config(tmp_path, partial=("partial_app", 60))
+    store, spool = JobStore(config.database), Spool(config.data_dir)
+    runner = AppRunner(config, store, spool)
+    runner.start()
+    try:
+        job = _queue(store, spool, tmp_path, "partial")
+        (spool.jobs / f"{job:08d}").mkdir(parents=True)
+        (spool.jobs / f"{job:08d}" / "fail-once").touch()
+        _run_until_settled(runner, store, [job])
+        assert store.job(job).state == "failed"
+        assert "partly failed" in store.job(job).error and "overlay writer" in store.job(job).error
+        assert store.due_outbox() == []  # the SEG of a photograph "not analysed" is not sent
+        assert store.retry(job) == [job]
+        _run_until_settled(runner, store, [job])
+        assert store.job(job).state == "sending" and len(store.due_outbox()) == 1
+        assert store.due_outbox()[0].path.parent.name == "out"
+        assert len(list(spool.jobs.rglob("out/*.dcm"))) == 1  # the failed run's SEG did not stay beside it
     finally:
         runner.stop()
         store.close()

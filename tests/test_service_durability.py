@@ -175,3 +175,45 @@ def test_status_and_export_into_a_closed_pipe_print_no_traceback(tmp_path):
             result = subprocess.run(f"{sys.executable} -m dicom.cli {command} --data-dir {tmp_path} | {reader}",
                                     shell=True, capture_output=True, text=True, timeout=60, cwd=repo)
             assert result.stderr == "", (command, reader, result.stderr)
+
+
+def test_a_changed_instance_is_analysed_again_and_the_old_results_superseded(tmp_path):
+    pacs_port = free_port()
+    with LocalStorageSCP(tmp_path / "pacs", ae_title="PACS", port=pacs_port) as pacs:
+        node = _node(tmp_path, pacs_port, stable_seconds=0.3).start()
+        try:
+            (path,) = _series(tmp_path / "a", 1)
+            send_instances([path], f"DERMAI@127.0.0.1:{node.port}", calling_ae="MODALITY")
+            wait_until(lambda: len(pacs.received) == 1, 30, what="the first result")
+            ds = pydicom.dcmread(path)
+            fixed = photograph_dataset(pattern_image(64, 96, seed=999), study_uid=ds.StudyInstanceUID,
+                                       series_uid=ds.SeriesInstanceUID)  # the corrected photograph: other pixels,
+            fixed.SOPInstanceUID = fixed.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID  # the same UID
+            corrected = write_dataset(fixed, tmp_path / "corrected.dcm")
+            assert send_instances([corrected], f"DERMAI@127.0.0.1:{node.port}", calling_ae="MODALITY") == [0]
+            wait_until(lambda: len(pacs.received) == 2, 30, what=f"a second result\n{node.log_tail()}")
+            status = node.status()
+            assert status["jobs"] == {"done": 1, "superseded": 1}
+            (changed,) = status["changed_instances"]
+            assert changed["sop_instance_uid"] == ds.SOPInstanceUID and changed["version"] == 2
+            assert "changed instance" in node.cli("status").stdout
+            analysed = [e for e in _audit(node) if e["event"] == "analysed"]
+            assert len(analysed) == 2
+        finally:
+            node.stop()
+
+
+def test_sigterm_during_analysis_does_not_use_up_an_attempt(tmp_path):
+    rules = [{"name": "all", "app": "hang", "sop_class_uid": [VL_PHOTO, "1.2.840.10008.5.1.4.1.1.7"]}]
+    node = DermpacsProcess(tmp_path / "node", destination=f"PACS@127.0.0.1:{free_port()}", stable_seconds=0.3,
+                           job_max_attempts=1, rules=rules,
+                           apps={"hang": {"module": "tests.service_apps.hang_app", "timeout_s": 600}}).start()
+    try:
+        send_instances(_series(tmp_path / "a", 1), f"DERMAI@127.0.0.1:{node.port}", calling_ae="MODALITY")
+        wait_until(lambda: node.status()["jobs"].get("running", 0) == 1, 30, what="a running job")
+        node.stop()  # SIGTERM: a graceful stop
+        node.start()
+        wait_until(lambda: node.status()["jobs"].get("running", 0) == 1, 30, what="the job running again")
+        assert "failed" not in node.status()["jobs"]  # with job_max_attempts 1, a counted stop would fail it
+    finally:
+        node.kill()

@@ -35,8 +35,9 @@ escaped first (``logsafe.safe_text``).
 
 A C-STORE is answered Success only after the encoded bytes are durable in the spool
 (fsync) and the instance row is committed (synchronous=FULL): a success the PACS sees
-is never lost. Duplicates (same SOP Instance UID) are answered Success, audited, and
-change nothing. Logs carry UIDs and AE titles only, never patient data.
+is never lost. Duplicates (same SOP Instance UID, same bytes) are answered Success, audited,
+and change nothing; the same UID with other content is kept as a new version (store.add_instance).
+Logs carry UIDs and AE titles only, never patient data.
 """
 
 from __future__ import annotations
@@ -623,8 +624,14 @@ class DicomListener:
         digest = hashlib.sha256(data).hexdigest()
         with self._lock_for(sop_uid):
             try:
-                known = self.store.known_instance(sop_uid)
-                path = self.spool.instance_path(sop_uid) if known else self.spool.store(sop_uid, data)
+                current = self.store.current_digest(sop_uid)
+                written = current is None or current[0] != digest  # new, or a changed version: keep it
+                if current is None:
+                    path = self.spool.store(sop_uid, data)
+                elif written:
+                    path = self.spool.store(sop_uid, data, version=current[1] + 1)
+                else:
+                    path = self.spool.instance_path(sop_uid)  # a duplicate: nothing written
             except Exception as exc:  # noqa: BLE001 - disk full, permissions, I/O error, DB locked
                 LOG.exception("cannot spool %s", sop_uid)
                 return self._failure(OUT_OF_RESOURCES, f"cannot store: {type(exc).__name__}", calling=calling,
@@ -646,17 +653,21 @@ class DicomListener:
                 added = self.store.add_instance(item)
             except Exception as exc:  # noqa: BLE001
                 LOG.exception("cannot record %s", sop_uid)
-                if not known:
+                if written:
                     path.unlink(missing_ok=True)  # nothing refers to it; a resend writes it again
                 return self._failure(OUT_OF_RESOURCES, f"cannot record: {type(exc).__name__}", calling=calling,
                                      peer=peer, sop=sop_uid)
 
         elapsed_ms = (time.perf_counter() - started) * 1000
-        if not added:
-            LOG.info("duplicate %s from %s (kept the first copy) %.0f ms", sop_uid, calling, elapsed_ms)
+        if added == "duplicate":
+            LOG.info("duplicate %s from %s (same content; kept the first copy) %.0f ms", sop_uid, calling, elapsed_ms)
             return SUCCESS
-        LOG.info("received %s series %s from %s, %d bytes, %.0f ms", sop_uid, item.series_instance_uid, calling,
-                 len(data), elapsed_ms)
+        if added == "new_version":
+            LOG.warning("changed instance %s from %s: kept as version %d, its series is analysed again and earlier "
+                        "results are superseded", sop_uid, calling, current[1] + 1 if current else 2)
+        else:
+            LOG.info("received %s series %s from %s, %d bytes, %.0f ms", sop_uid, item.series_instance_uid, calling,
+                     len(data), elapsed_ms)
         if self.on_received is not None:
             try:
                 self.on_received(item.series_instance_uid)
