@@ -2,7 +2,8 @@
 
     dermpacs serve  [--config FILE] [--ae-title AE] [--port N] [--data-dir DIR] [--destination AE@HOST:PORT|URL]
     dermpacs status [--config FILE] [--data-dir DIR] [--json]
-    dermpacs retry  (JOB | --failed) [--config FILE] [--data-dir DIR]
+    dermpacs retry  (JOB | --failed | --unrouted) [--config FILE] [--data-dir DIR]
+    dermpacs purge  [--dry-run] [--keep-days N] [--config FILE] [--data-dir DIR]
     dermpacs audit export [--since DATE] [--format csv|json] [--output FILE] [--config FILE] [--data-dir DIR]
 """
 
@@ -45,6 +46,12 @@ def _parser() -> argparse.ArgumentParser:
     which = retry.add_mutually_exclusive_group(required=True)
     which.add_argument("job", nargs="?", type=int)
     which.add_argument("--failed", action="store_true", help="every failed job")
+    which.add_argument("--unrouted", action="store_true", help="route unrouted instances again (after a rule change)")
+
+    purge = sub.add_parser("purge", help="remove delivered work older than retention.keep_days")
+    _config_args(purge)
+    purge.add_argument("--dry-run", action="store_true", help="only say what would be removed")
+    purge.add_argument("--keep-days", type=float, help="override retention.keep_days")
 
     audit = sub.add_parser("audit", help="the audit trail")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
@@ -158,6 +165,21 @@ def _main(argv: list[str] | None = None) -> int:
             status = {**store.status(), "health": read_health(config.data_dir)}
             print(json.dumps(status, indent=2, default=str)) if args.json else _print_status(status)
             return 1 if status["failed_jobs"] else 0
+        if args.command == "retry" and args.unrouted:
+            uids = store.reroute_unrouted()
+            print(f"routing again: {len(uids)} instance(s)" if uids else "nothing unrouted")
+            return 0
+        if args.command == "purge":
+            from dicom.service.retention import purge
+            from dicom.service.spool import Spool
+
+            keep = config.retention.keep_days if args.keep_days is None else args.keep_days
+            report = purge(store, Spool(config.data_dir), keep, dry_run=args.dry_run)
+            verb = "would remove" if args.dry_run else "removed"
+            print(f"{verb}: {len(report['jobs'])} delivered job(s) older than {keep:g} days "
+                  f"({report['photographs']} photograph(s)), {report['earlier_versions']} earlier version(s), "
+                  f"{report['orphaned_folders']} orphaned folder(s)")
+            return 0
         if args.command == "retry":
             try:
                 ids = store.retry(None if args.failed else args.job)

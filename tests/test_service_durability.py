@@ -217,3 +217,39 @@ def test_sigterm_during_analysis_does_not_use_up_an_attempt(tmp_path):
         assert "failed" not in node.status()["jobs"]  # with job_max_attempts 1, a counted stop would fail it
     finally:
         node.kill()
+
+
+def test_purge_removes_delivered_work_after_the_retention_time_and_nothing_undelivered(tmp_path):
+    pacs_port = free_port()
+    with LocalStorageSCP(tmp_path / "pacs", ae_title="PACS", port=pacs_port) as pacs:
+        node = _node(tmp_path, pacs_port, stable_seconds=0.3).start()
+        try:
+            (delivered,) = _series(tmp_path / "a", 1)
+            send_instances([delivered], f"DERMAI@127.0.0.1:{node.port}", calling_ae="MODALITY")
+            wait_until(lambda: node.status()["jobs"] == {"done": 1}, 30, what="a delivered job")
+        finally:
+            node.stop()
+    waiting = _series(tmp_path / "b", 1, seed=5)  # acknowledged, not analysed (the node is stopped at once)
+    node.start()
+    send_instances(waiting, f"DERMAI@127.0.0.1:{node.port}", calling_ae="MODALITY")
+    node.kill()
+    orphan = node.data_dir / "jobs" / "00000099" / "attempt-1"
+    orphan.mkdir(parents=True)
+    os.utime(orphan.parent, (time.time() - 40 * 86400,) * 2)
+    spool = sorted((node.data_dir / "spool").rglob("*.dcm"))
+    assert len(spool) == 2
+
+    kept = node.cli("purge")  # default retention: 30 days; only the 40-day-old orphan goes
+    assert kept.returncode == 0 and "removed: 0 delivered job(s)" in kept.stdout and "1 orphaned" in kept.stdout
+    dry = node.cli("purge", "--keep-days", "0", "--dry-run")
+    assert "would remove: 1 delivered job(s) older than 0 days (1 photograph(s))" in dry.stdout
+    assert sorted((node.data_dir / "spool").rglob("*.dcm")) == spool
+    done = node.cli("purge", "--keep-days", "0")
+    assert "removed: 1 delivered job(s)" in done.stdout, done.stdout + done.stderr
+    left = sorted((node.data_dir / "spool").rglob("*.dcm"))
+    assert len(left) == 1 and pydicom.dcmread(left[0]).SOPInstanceUID == pydicom.dcmread(waiting[0]).SOPInstanceUID
+    assert not (node.data_dir / "jobs" / "00000001").exists()
+    status = node.status()
+    assert status["instances"]["purged"] == 1 and sum(status["instances"].values()) == 2
+    assert status["jobs"].get("done") == 1 and "purged" not in status["jobs"]
+    assert any(e["event"] == "purged" for e in _audit(node))

@@ -19,6 +19,7 @@ from .spool import Spool
 
 log = logging.getLogger("dermpacs.service")
 
+PURGE_INTERVAL_S = 86400.0
 HOLOSCAN_STACK_BYTES = 32 * 2**20  # Holoscan wants a 32 MB stack (ulimit -s 32768); workers inherit it
 
 
@@ -46,6 +47,7 @@ class DermpacsService:
         self.runner = AppRunner(config, self.store, self.spool)
         self.sender = ResultSender(config, self.store, health=self.health)
         self._threads: list[threading.Thread] = []
+        self._next_purge = 0.0
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
@@ -95,12 +97,22 @@ class DermpacsService:
                 self.route_settled_series()
                 if self.runner.poll():
                     self._wake_sender.set()
+                self._purge_daily()
                 self.scheduler_health.ok()
             except Exception as exc:  # noqa: BLE001 - keep scheduling, but never in a hot loop
                 delay = self.scheduler_health.failed(exc)
                 self._stop.wait(delay)
                 continue
             self._wait_for_work()
+
+    def _purge_daily(self) -> None:
+        """Apply the retention policy once a day (and at start-up) while the node runs."""
+        if time.monotonic() < self._next_purge:
+            return
+        from .retention import purge
+
+        purge(self.store, self.spool, self.config.retention.keep_days)
+        self._next_purge = time.monotonic() + PURGE_INTERVAL_S
 
     def _wait_for_work(self) -> None:
         """Sleep until a job finishes, a series settles, an instance arrives or the poll interval ends."""

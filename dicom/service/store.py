@@ -147,7 +147,7 @@ class JobStore:
 
     def _migrate(self) -> None:
         """Columns added after the first release, added to an existing database in place."""
-        added = {"instances": [("version", "INTEGER NOT NULL DEFAULT 1")], "jobs": [("superseded_at", "REAL")]}
+        added = {"instances": [("version", "INTEGER NOT NULL DEFAULT 1")], "jobs": [("superseded_at", "REAL"), ("purged_at", "REAL")]}
         for table, columns in added.items():
             have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
             for name, decl in columns:
@@ -487,6 +487,36 @@ class JobStore:
                     db.execute("UPDATE jobs SET state='queued', attempts=0, error=NULL, updated_at=? WHERE id=?", (now, jid))
                 self._audit(db, "retried", job_id=jid, resend=bool(undelivered))
         return ids
+
+    # -- retention ------------------------------------------------------------------------
+    def purgeable_jobs(self, before: float) -> list[tuple[int, list[str]]]:
+        """Delivered (done) or superseded jobs last changed before ``before``, with their photographs' files."""
+        with self._lock:
+            ids = [r[0] for r in self._db.execute(
+                "SELECT id FROM jobs WHERE state IN ('done','superseded') AND purged_at IS NULL AND updated_at <= ? "
+                "ORDER BY id", (before,))]
+            return [(jid, [r[0] for r in self._db.execute(
+                "SELECT path FROM instances WHERE job_id=? AND path != ''", (jid,))]) for jid in ids]
+
+    def mark_purged(self, job_id: int) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE jobs SET purged_at=? WHERE id=?", (time.time(), job_id))
+            db.execute("UPDATE instances SET state='purged', path='' WHERE job_id=?", (job_id,))
+
+    def superseded_files(self, before: float) -> list[tuple[str, int, str]]:
+        with self._lock:
+            return [(r[0], int(r[1]), r[2]) for r in self._db.execute(
+                "SELECT sop_instance_uid, version, path FROM superseded_instances WHERE superseded_at <= ? "
+                "AND path != ''", (before,))]
+
+    def mark_version_purged(self, sop_instance_uid: str, version: int) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE superseded_instances SET path='' WHERE sop_instance_uid=? AND version=?",
+                       (sop_instance_uid, version))
+
+    def current_attempts(self) -> dict[int, int]:
+        with self._lock:
+            return {int(r[0]): int(r[1]) for r in self._db.execute("SELECT id, attempts FROM jobs")}
 
     def reroute_unrouted(self) -> list[str]:
         """Instances no rule matched go through routing again (after the rules were changed)."""
