@@ -68,12 +68,4 @@ def configure_logging(level: str = "INFO") -> logging.Handler:
     return handler
 
 
-def protect_handlers(logger: logging.Logger | None = None) -> None:
-    """Give every handler of ``logger`` (default: root) a ``SafeFormatter`` keeping its format."""
-    for handler in (logger or logging.getLogger()).handlers:
-        if not isinstance(handler.formatter, SafeFormatter):
-            fmt = handler.formatter._fmt if handler.formatter is not None else LOG_FORMAT  # noqa: SLF001
-            handler.setFormatter(SafeFormatter(fmt))
-
-
-__all__ = ["SafeFormatter", "configure_logging", "escape_control", "protect_handlers", "safe_text"]
+__all__ = ["SafeFormatter", "configure_logging", "escape_control", "safe_text"]

@@ -50,8 +50,14 @@ def integrity_problem(database: Path) -> str | None:
     return None if rows == ["ok"] else "; ".join(rows)[:500]
 
 
+def _version_order(path: Path) -> tuple[str, int]:
+    """``<hash>.dcm`` is version 1, ``<hash>.v<n>.dcm`` version n: replayed in that order."""
+    stem, _, version = path.name[:-4].partition(".v")
+    return stem, int(version) if version.isdigit() else 1
+
+
 def _spool_files(spool: Spool) -> list[Path]:
-    return sorted(p for p in spool.instances.rglob("*.dcm") if not p.name.startswith("."))
+    return sorted((p for p in spool.instances.rglob("*.dcm") if not p.name.startswith(".")), key=_version_order)
 
 
 def _quarantine(database: Path) -> Path:
@@ -131,6 +137,7 @@ def rebuild_from_spool(store: JobStore, spool: Spool, config: ServiceConfig) -> 
     from .runner import _read_results, _result_files  # the runner's own reading of an output folder
 
     by_name: dict[str, str] = {}  # spool file name -> SOP Instance UID
+    current: dict[str, str] = {}  # SOP Instance UID -> file name of its latest version
     unreadable = 0
     for path in _spool_files(spool):
         try:
@@ -151,22 +158,27 @@ def rebuild_from_spool(store: JobStore, spool: Spool, config: ServiceConfig) -> 
             path=path, sha256=hashlib.sha256(data).hexdigest(), size=len(data), calling_ae="",
             called_ae=config.ae_title, peer="", header=header), event="restored")
         by_name[path.name] = uids["SOPInstanceUID"]
+        current[uids["SOPInstanceUID"]] = path.name  # a later version replaces an earlier one
 
     jobs = results = 0
     destination = config.destination.describe()
     for job_id, attempt in _finished_attempts(spool).items():
-        members = [by_name[p.name] for p in sorted((attempt / "in").glob("*.dcm")) if p.name in by_name]
-        if not members:
+        # only jobs that analysed the current version of each of their photographs are restored
+        names = [p.name for p in sorted((attempt / "in").glob("*.dcm"))]
+        if not names or any(n not in by_name or current[by_name[n]] != n for n in names):
             continue
-        outputs = _result_files(attempt / "out")
+        members = [by_name[n] for n in names]
         report = _read_results(attempt / "out") or {}
+        if any(c.get("status") == "failed" and c.get("outputs") for c in report.get("cases", [])):
+            continue  # partly failed (see runner._record): analysed again, nothing of it sent
+        outputs = _result_files(attempt / "out")
         store.restore_job(job_id, members, str(report.get("app") or "unknown"), int(attempt.name[8:]),
                           outputs, destination)
         jobs += 1
         results += len(outputs)
     store.reserve_job_ids(_max_job_folder(spool))  # new jobs never reuse an old job's folder
     waiting = store.status()["instances"].get("received", 0)
-    return {"instances": len(by_name), "jobs": jobs, "results": results, "to_analyse": waiting,
+    return {"instances": len(current), "jobs": jobs, "results": results, "to_analyse": waiting,
             "unreadable": unreadable}
 
 
