@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import stat
 import subprocess
 import sys
@@ -16,7 +15,6 @@ import time
 from pathlib import Path
 
 import pydicom
-import pytest
 from pydicom.uid import generate_uid
 
 from dicom.encode import pattern_image, photograph_dataset, write_dataset
