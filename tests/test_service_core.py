@@ -258,3 +258,35 @@ def test_partly_failed_analysis_is_a_failed_job_that_retry_redoes(tmp_path):
     finally:
         runner.stop()
         store.close()
+
+
+def test_an_analysis_that_finished_before_a_crash_is_recorded_not_run_again(tmp_path):
+    """Its results keep their SOP Instance UIDs: a PACS never gets two results for one photograph."""
+    import pydicom
+
+    from tests.service_apps import echo_app
+
+    config = _runner_config(tmp_path, echo=("echo_app", 60))
+    store, spool = JobStore(config.database), Spool(config.data_dir)
+    job = _queue(store, spool, tmp_path, "echo")
+    claimed = store.claim_next_job()  # attempt 1 ran to the end, then the node was SIGKILLed
+    inputs, outputs = spool.job_folder(job, claimed.attempts)
+    for row in store.job_instances(job):
+        (inputs / Path(row["path"]).name).write_bytes(Path(row["path"]).read_bytes())
+    echo_app.main(["echo", "-i", str(inputs), "-o", str(outputs)])
+    (result,) = outputs.glob("*.dcm")
+    uid = pydicom.dcmread(result).SOPInstanceUID
+    assert store.recover_interrupted(max_attempts=3) == [job]
+    runner = AppRunner(config, store, spool)
+    runner.start()
+    try:
+        _run_until_settled(runner, store, [job])
+    finally:
+        runner.stop()
+    try:
+        assert store.job(job).state == "sending" and store.job(job).attempts == 1
+        (item,) = store.due_outbox()
+        assert item.sop_instance_uid == uid and item.path == result
+        assert not (spool.jobs / f"{job:08d}" / "attempt-2").exists()
+    finally:
+        store.close()

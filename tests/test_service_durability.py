@@ -251,3 +251,22 @@ def test_purge_removes_delivered_work_after_the_retention_time_and_nothing_undel
     assert status["instances"]["purged"] == 1 and sum(status["instances"].values()) == 2
     assert status["jobs"].get("done") == 1 and "purged" not in status["jobs"]
     assert any(e["event"] == "purged" for e in _audit(node))
+
+
+def test_a_destination_outage_is_one_state_change_each_way_and_shown_by_status(tmp_path):
+    pacs_port = free_port()
+    node = _node(tmp_path, pacs_port, stable_seconds=0.3).start()
+    try:
+        send_instances(_series(tmp_path / "a", 2), f"DERMAI@127.0.0.1:{node.port}", calling_ae="MODALITY")
+        wait_until(lambda: len([e for e in _audit(node) if e["event"] == "send_failed"]) >= 6, 60,
+                   what="several failed deliveries")
+        log = node.log_tail(10**7)
+        assert log.count(f"destination PACS@127.0.0.1:{pacs_port} failing") == 1
+        assert "WARNING dermpacs.sender: result" not in log  # per-item retries are INFO, not alarms
+        assert f"destination PACS@127.0.0.1:{pacs_port} FAILING since" in node.cli("status").stdout
+        with LocalStorageSCP(tmp_path / "pacs", ae_title="PACS", port=pacs_port) as pacs:
+            wait_until(lambda: len(pacs.received) == 2, 60, what="delivery after the outage")
+        assert node.log_tail(10**7).count(f"destination PACS@127.0.0.1:{pacs_port} recovered") == 1
+        assert "all ok" in node.cli("status").stdout
+    finally:
+        node.stop()
