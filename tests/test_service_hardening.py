@@ -84,6 +84,21 @@ def test_silent_connections_do_not_lock_out_the_allowed_pacs(node_factory, tmp_p
     assert len(node.events("received")) == 4
 
 
+def test_a_flood_of_dropped_connections_is_audited_in_summary(node_factory):
+    node = node_factory(listener=ListenerConfig(request_timeout_s=0.5, refusals_recorded_per_minute=10))
+    socks = _silent_sockets(node.port, 30)
+    try:
+        wait_for(lambda: [e for e in node.events("rejected")], count=10, timeout=10)
+        time.sleep(1)
+    finally:
+        for s in socks:
+            s.close()
+    node.listener.stop()  # the summary of the current minute is written at the latest on stop
+    dropped = [e["details"] for e in node.events("rejected")]
+    assert len(dropped) == 11 and dropped[-1]["count"] == 20 and dropped[-1]["peer"] == "127.0.0.1"
+    assert "20 more connection(s) closed before association" in dropped[-1]["reason"]
+
+
 def test_associations_are_bounded_per_peer_and_refusals_audited(node_factory):
     node = node_factory(listener=ListenerConfig(max_associations=6, max_associations_per_peer=2))
     greedy = [associate(node.port, calling="GREEDY", bind="127.0.0.2") for _ in range(2)]

@@ -130,6 +130,7 @@ class ListenerConfig:
     dimse_timeout_s: float = 60.0
     network_timeout_s: float = 30.0  # an established association idle this long is aborted
     max_object_bytes: int = 100 * 2**20  # a 12-MP RGB photograph uncompressed is 36 MB; JPEG a few MB
+    refusals_recorded_per_minute: int = 100  # per peer address, dropped connections one by one; the rest summarised
 
 
 @dataclass(frozen=True)
@@ -187,6 +188,8 @@ class ServiceConfig:
             raise ConfigError("listener.max_associations_per_peer: between 1 and listener.max_associations")
         if limits.max_pending_connections < 1 or limits.request_timeout_s <= 0:
             raise ConfigError("listener: max_pending_connections and request_timeout_s must be positive")
+        if limits.refusals_recorded_per_minute < 1:
+            raise ConfigError("listener.refusals_recorded_per_minute: at least 1")
         if limits.max_object_bytes < 1024:
             raise ConfigError(f"listener.max_object_bytes: {limits.max_object_bytes} is too small")
         if self.retention.keep_days < 0:

@@ -174,6 +174,45 @@ class _PendingConnections:
                     pass
 
 
+class _RefusalThrottle:
+    """Per peer address, the first ``burst`` dropped connections a minute are recorded one by
+    one, the rest counted and recorded as one summary line: a peer that opens thousands of
+    connections cannot turn each into a synchronous audit write (and so slow the job store
+    that allowed callers' C-STOREs are committed to)."""
+
+    window_s = 60.0
+
+    def __init__(self, burst: int) -> None:
+        self.burst = burst
+        self._lock = threading.Lock()
+        self._windows: dict[str, list[float]] = {}  # address -> [window start, recorded, suppressed]
+
+    def admit(self, address: str) -> tuple[bool, tuple[str, int, float] | None]:
+        """(record this one?, a summary of the previous window to record now, if any)."""
+        now = time.monotonic()
+        with self._lock:
+            window = self._windows.get(address)
+            summary = None
+            if window is None or now - window[0] >= self.window_s:
+                if window is not None and window[2]:
+                    summary = (address, int(window[2]), self.window_s)
+                window = self._windows[address] = [now, 0, 0]
+                if len(self._windows) > 4096:  # forget quiet addresses
+                    for key in [k for k, w in self._windows.items() if now - w[0] >= self.window_s and not w[2]]:
+                        del self._windows[key]
+            if window[1] < self.burst:
+                window[1] += 1
+                return True, summary
+            window[2] += 1
+            return False, summary
+
+    def flush(self) -> list[tuple[str, int, float]]:
+        with self._lock:
+            out = [(address, int(w[2]), self.window_s) for address, w in self._windows.items() if w[2]]
+            self._windows.clear()
+        return out
+
+
 class _BoundedDataSet(io.BytesIO):
     """A C-STORE data set buffer that stops holding bytes past ``limit`` (and counts them)."""
 
@@ -352,6 +391,7 @@ class DicomListener:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._locks = [threading.Lock() for _ in range(_LOCK_STRIPES)]
+        self._drop_throttle = _RefusalThrottle(config.listener.refusals_recorded_per_minute)
 
         self.called_ae_titles = frozenset(
             {config.ae_title.strip()}
@@ -434,6 +474,8 @@ class DicomListener:
             return
         server.shutdown()
         server.pending.drop_all()
+        for summary in self._drop_throttle.flush():
+            self._record_drop_summary(*summary)
         deadline = time.monotonic() + grace_s
         while self.ae.active_associations and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -551,11 +593,24 @@ class DicomListener:
 
     def _on_dropped(self, client_address: tuple[str, int], reason: str) -> None:
         peer = f"{client_address[0]}:{client_address[1]}"
+        record, summary = self._drop_throttle.admit(_normalise_ip(client_address[0]))
+        if summary:
+            self._record_drop_summary(*summary)
+        if not record:
+            return
         LOG.warning("connection from %s closed before association: %s", peer, reason)
         try:
             self.store.audit("rejected", stage="connection", reason=reason, peer=peer)
         except Exception:  # noqa: BLE001
             LOG.exception("could not audit a dropped connection")
+
+    def _record_drop_summary(self, address: str, count: int, window_s: float) -> None:
+        reason = f"{count} more connection(s) closed before association within {window_s:g} s (summarised)"
+        LOG.warning("connections from %s: %s", address, reason)
+        try:
+            self.store.audit("rejected", stage="connection", reason=reason, peer=address, count=count)
+        except Exception:  # noqa: BLE001
+            LOG.exception("could not audit dropped connections")
 
     def _on_tls_failure(self, client_address: tuple[str, int], exc: Exception) -> None:
         peer = f"{client_address[0]}:{client_address[1]}"
