@@ -28,12 +28,18 @@ HAVE_DCMTK = shutil.which("storescu") is not None
 pytestmark = pytest.mark.filterwarnings("ignore:Invalid value for VR UI", "ignore:The value length")
 
 
-def _silent_sockets(port: int, n: int, source: str = "127.0.0.1") -> list[socket.socket]:
+SLOW_START = b"\x01\x00\x00\x00\x00\xc8\x00\x01\x00\x00"  # A-ASSOCIATE-RQ of 200 bytes: its first 10 only
+
+
+def _silent_sockets(port: int, n: int, source: str = "127.0.0.1", first: bytes = b"") -> list[socket.socket]:
+    """Connections that say nothing (or start a request and stall: a slow peer)."""
     socks = []
     for _ in range(n):
         s = socket.socket()
         s.bind((source, 0))
         s.connect(("127.0.0.1", port))
+        if first:
+            s.sendall(first)
         socks.append(s)
     return socks
 
@@ -56,12 +62,13 @@ def _store_study(port: int, paths: list[Path]) -> None:
             assert c_store(port, pydicom.dcmread(path), calling="ORTHANC") == 0x0000
 
 
-@pytest.mark.parametrize("silent", [50, 100])  # 100: more than max_pending_connections, the oldest are dropped
-def test_silent_connections_do_not_lock_out_the_allowed_pacs(node_factory, tmp_path, silent):
+@pytest.mark.parametrize("silent, first", [(50, b""), (100, b""), (50, SLOW_START)],
+                         ids=["50-silent", "100-silent", "50-slow"])  # 100: more than may wait, the oldest go
+def test_silent_connections_do_not_lock_out_the_allowed_pacs(node_factory, tmp_path, silent, first):
     node = node_factory(allowed_callers=[AllowedCaller("ORTHANC", "127.0.0.1")],
                         listener=ListenerConfig(request_timeout_s=2.0, max_pending_connections=64))
     paths = _study(tmp_path / "study")
-    socks = _silent_sockets(node.port, silent)  # same address as the PACS: no per-address excuse
+    socks = _silent_sockets(node.port, silent, first=first)  # same address as the PACS: no per-address excuse
     try:
         time.sleep(0.3)
         started = time.monotonic()

@@ -89,7 +89,7 @@ _LOCK_STRIPES = 64
 
 _short = safe_text
 A_ASSOCIATE_RQ = 0x01
-MAX_ASSOCIATE_RQ_BYTES = 1 << 20  # far above any real request (a few kB); bigger ones pynetdicom refuses
+MAX_ASSOCIATE_RQ_BYTES = 64 * 1024  # a request with 128 contexts is ~40 kB; a bigger one is not waited for here
 
 
 def await_associate_request(sock: socket.socket, timeout_s: float) -> str | None:
@@ -100,7 +100,6 @@ def await_associate_request(sock: socket.socket, timeout_s: float) -> str | None
     first bytes are awaited (an SSL socket cannot peek).
     """
     deadline = time.monotonic() + timeout_s
-    seen = -1
     while True:
         left = deadline - time.monotonic()
         if left <= 0:
@@ -116,20 +115,18 @@ def await_associate_request(sock: socket.socket, timeout_s: float) -> str | None
         if isinstance(sock, ssl.SSLSocket):
             return None
         try:
-            head = sock.recv(MAX_ASSOCIATE_RQ_BYTES, socket.MSG_PEEK)
+            head = sock.recv(6, socket.MSG_PEEK)
+            if not head:
+                return "connection closed before associating"
+            if len(head) == 6:
+                if head[0] != A_ASSOCIATE_RQ:
+                    return None  # pynetdicom answers anything else (an abort) at once
+                need = 6 + struct.unpack(">I", head[2:6])[0]
+                if need > MAX_ASSOCIATE_RQ_BYTES or len(sock.recv(need, socket.MSG_PEEK)) >= need:
+                    return None  # complete (or too big to wait for: pynetdicom's ARTIM bounds it)
         except OSError:
             return "connection closed before associating"
-        if not head:
-            return "connection closed before associating"
-        if len(head) >= 6:
-            if head[0] != A_ASSOCIATE_RQ:
-                return None  # pynetdicom answers anything else (an abort) at once
-            length = struct.unpack(">I", head[2:6])[0]
-            if length + 6 > MAX_ASSOCIATE_RQ_BYTES or len(head) >= length + 6:
-                return None
-        if len(head) == seen:  # readable, but nothing new since the last peek: do not spin
-            time.sleep(0.01)
-        seen = len(head)
+        time.sleep(0.02)  # readable but incomplete: wait for more instead of peeking in a loop
 
 
 class _PendingConnections:
