@@ -257,3 +257,26 @@ def test_dermoscopic_and_multiframe_sc_are_refused_at_negotiation(node_factory, 
                             capture_output=True, text=True, timeout=30)
     assert result.returncode != 0
     assert node.spooled() == [] and node.events("received") == []
+
+
+def test_an_apps_log_of_peer_text_is_escaped_too(tmp_path):
+    """Values inside the photograph reach the app's log records (worker process): escaped as well."""
+    from dicom.service.local_pacs import send_instances
+    from tests.pacs.netns import free_port
+
+    rules = [{"name": "all", "app": "log", "sop_class_uid": [VL_PHOTO, "1.2.840.10008.5.1.4.1.1.7"]}]
+    apps = {"log": {"module": "tests.service_apps.log_app", "timeout_s": 60}}
+    with DermpacsProcess(tmp_path / "node", destination=f"PACS@127.0.0.1:{free_port()}", stable_seconds=0.2,
+                         rules=rules, apps=apps) as node:
+        ds = make_photo(series_description="x")
+        ds.SeriesDescription = f"cheek\n{FORGED}\x1b[2J"
+        path = write_dataset(ds, tmp_path / "photo.dcm")
+        assert send_instances([path], f"DERMAI@127.0.0.1:{node.port}", calling_ae="MODALITY") == [0]
+        wait_until_logged = time.monotonic() + 30
+        while "odd series description" not in node.log_tail() and time.monotonic() < wait_until_logged:
+            time.sleep(0.2)
+    log = node.log_path.read_text()
+    assert "analysing series cheek\\n2026-12-07 11:11:11,111" in log and "odd series description" in log
+    assert "\x1b" not in log
+    for line in log.splitlines():
+        assert RECORD.match(line) or line.startswith("    | ") or line.startswith("=====") or not line, line

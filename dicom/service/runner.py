@@ -42,7 +42,12 @@ def app_entry_point(module: str):
 
 def _worker_loop(conn: Connection) -> None:
     """Child process: receive (module, input, output), run the app, answer its exit code."""
+    from .logsafe import configure_logging
+
     os.environ.setdefault("HOLOSCAN_LOG_LEVEL", "WARN")
+    # The app logs (and pydicom warns about) values from the peer's files: escaped here too.
+    # An app's own logging.basicConfig then finds this handler and adds none.
+    configure_logging(os.environ.get("DERMPACS_LOG_LEVEL", "INFO"))
     while True:
         try:
             message = conn.recv()
