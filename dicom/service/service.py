@@ -44,7 +44,8 @@ class DermpacsService:
         self.health = HealthBoard(config.data_dir)
         self.scheduler_health = ComponentHealth("scheduler", config.fault_backoff_initial_s, config.fault_backoff_max_s,
                                                 self.health)
-        self.listener = DicomListener(config, self.store, self.spool, on_received=lambda _series: self._wake_scheduler.set())
+        self.listener = DicomListener(config, self.store, self.spool, on_received=lambda _series: self._wake_scheduler.set(),
+                                      health=self.health)
         self.runner = AppRunner(config, self.store, self.spool)
         self.sender = ResultSender(config, self.store, health=self.health)
         self._threads: list[threading.Thread] = []
