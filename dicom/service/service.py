@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing.connection
+import os
 import resource
 import signal
 import threading
@@ -43,7 +44,8 @@ class DermpacsService:
         self.health = HealthBoard(config.data_dir)
         self.scheduler_health = ComponentHealth("scheduler", config.fault_backoff_initial_s, config.fault_backoff_max_s,
                                                 self.health)
-        self.listener = DicomListener(config, self.store, self.spool, on_received=lambda _series: self._wake_scheduler.set())
+        self.listener = DicomListener(config, self.store, self.spool, on_received=lambda _series: self._wake_scheduler.set(),
+                                      health=self.health)
         self.runner = AppRunner(config, self.store, self.spool)
         self.sender = ResultSender(config, self.store, health=self.health)
         self._threads: list[threading.Thread] = []
@@ -111,8 +113,12 @@ class DermpacsService:
             return
         from .retention import purge
 
-        purge(self.store, self.spool, self.config.retention.keep_days)
         self._next_purge = time.monotonic() + PURGE_INTERVAL_S
+        try:
+            purge(self.store, self.spool, self.config.retention.keep_days)
+        except Exception:  # noqa: BLE001 - retention must never hold up analysis; try again in an hour
+            log.exception("retention purge failed; next try in an hour")
+            self._next_purge = time.monotonic() + PURGE_INTERVAL_S / 24
 
     def _wait_for_work(self) -> None:
         """Sleep until a job finishes, a series settles, an instance arrives or the poll interval ends."""
@@ -155,8 +161,6 @@ class DermpacsService:
 def make_private(data_dir) -> None:
     """Everything the node and its app workers create is 0600/0700, whatever the umask it was
     started with: photographs, overlays and results are patient data."""
-    import os
-
     os.umask(0o077)
     data_dir.mkdir(parents=True, exist_ok=True)
     data_dir.chmod(0o700)  # also closes a folder an earlier version created 0755

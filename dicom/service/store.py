@@ -397,8 +397,8 @@ class JobStore:
         """A running job goes back to the queue without using up an attempt (the node stopped it, or
         could not start it); audited as ``retried``."""
         with self._transaction() as db:
-            db.execute("UPDATE jobs SET state='queued', attempts=MAX(attempts-1, 0), updated_at=? "
-                       "WHERE id=? AND state='running'", (time.time(), job_id))
+            db.execute("UPDATE jobs SET state=CASE WHEN superseded_at IS NULL THEN 'queued' ELSE 'superseded' END, "
+                       "attempts=MAX(attempts-1, 0), updated_at=? WHERE id=? AND state='running'", (time.time(), job_id))
             self._audit(db, "retried", job_id=job_id, reason=reason, attempt_refunded=True)
 
     def requeue_as(self, job_id: int, attempt: int) -> None:
