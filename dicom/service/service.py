@@ -13,7 +13,7 @@ from collections import defaultdict
 
 from .config import ServiceConfig
 from .router import Router
-from .runner import AppRunner
+from .queue import make_runner
 from .spool import Spool
 from .store import JobStore
 
@@ -37,14 +37,16 @@ class DermpacsService:
         self._wake_sender = threading.Event()
         self._stop = threading.Event()
         self.listener = DicomListener(config, self.store, self.spool, on_received=lambda _series: self._wake_scheduler.set())
-        self.runner = AppRunner(config, self.store, self.spool)
+        self.runner = make_runner(config, self.store, self.spool)  # local processes or the Celery queue
         self.sender = ResultSender(config, self.store)
         self._threads: list[threading.Thread] = []
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
         _raise_stack_limit()
-        recovered = self.store.recover_interrupted(self.config.job_max_attempts)
+        # Celery jobs run on other hosts and are not interrupted by this restart: the queue
+        # reconciles them with the broker on its first round instead.
+        recovered = [] if self.config.queue.celery else self.store.recover_interrupted(self.config.job_max_attempts)
         if recovered:
             log.warning("resuming %d job(s) interrupted by the last shutdown: %s", len(recovered), recovered)
         self.runner.start()
