@@ -247,7 +247,7 @@ class CeleryQueue(AppRunner):
 
     def _broker_failed(self, exc: BaseException, what: str) -> None:
         self._broker_failures += 1
-        delay = min(2.0 * 2 ** min(self._broker_failures - 1, 4), 30.0)
+        delay = min(2.0 * 2 ** min(self._broker_failures - 1, 3), 15.0)
         self._broker_retry_at = time.monotonic() + delay
         if self._broker_ok:
             waiting = self.waiting_for_broker()
@@ -385,13 +385,14 @@ def queue_status(config: ServiceConfig, store: JobStore) -> dict[str, Any]:
         contents = broker_contents(client)
         client.close()
         status["broker_reachable"] = True
-        status["queues"] = {name[len(QUEUE_PREFIX):]: {"waiting": len(e["waiting"]), "taken": len(e["taken"])}
-                            for name, e in sorted(contents.items())}
+        status["queues"] = {app: {"waiting": len(contents.get(queue_name(app), {}).get("waiting", [])),
+                                  "taken": len(contents.get(queue_name(app), {}).get("taken", []))}
+                            for app in sorted(set(config.apps) | {n[len(QUEUE_PREFIX):] for n in contents})}
     except _broker_errors() as exc:
         status["broker_reachable"], status["broker_error"], status["queues"] = False, str(exc)[:300], {}
     workers = []
     for beat in SharedDir(config.queue.shared_dir).heartbeats():
-        age = now - float(beat.get("last_seen", 0))
+        age = max(now - float(beat.get("last_seen", 0)), 0.0)
         state = "stopped" if beat.get("stopped") else ("lost" if age >= lost_after else "alive")
         workers.append({"name": beat.get("name"), "host": beat.get("host"), "apps": beat.get("apps", []),
                         "gpu": beat.get("gpu", False), "jobs_done": beat.get("jobs_done", 0),
