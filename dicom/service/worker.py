@@ -208,7 +208,10 @@ class Worker:
             report.update(exit_code=code, error=error, duration_s=round(time.monotonic() - started, 3),
                           model_version=version,
                           idempotency_key=idempotency_key(job.get("sop_instance_uids", []), app_name, version))
-            publish_folder(outputs, self.shared.run_dir(job_id, run_id) / "out")
+            if self.shared.accepted(job_id) is None:
+                publish_folder(outputs, self.shared.run_dir(job_id, run_id) / "out")
+            else:  # another run was taken meanwhile: this report is only for the record
+                report["already_accepted"] = True
             self.shared.complete(job_id, run_id, report)
         finally:
             shutil.rmtree(local, ignore_errors=True)

@@ -21,9 +21,9 @@ def main(argv: list[str]) -> int:
     outputs.mkdir(parents=True, exist_ok=True)
     delay = float(os.environ.get("DERMPACS_TEST_APP_DELAY_S", "0"))
     cases = []
-    for n, path in enumerate(sorted(inputs.iterdir()), start=1):
+    photos = [(path, pydicom.dcmread(path)) for path in sorted(inputs.iterdir())]  # read first, as apps do
+    for n, (path, ds) in enumerate(photos, start=1):
         time.sleep(delay)
-        ds = pydicom.dcmread(path)
         source_uid = ds.SOPInstanceUID
         for kind in ("SEG", "SR"):
             ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
