@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -29,9 +29,10 @@ from dicom.service.config import ConfigError, load_config
 from dicom.service.local_pacs import LocalStorageSCP, send_instances
 from dicom.service.queue import idempotency_key
 from dicom.service.store import JobStore
-from tests.pacs.dermpacs import REPO, DermpacsProcess
+from tests.pacs.dermpacs import DermpacsProcess
 from tests.pacs.netns import isolated_network, isolation_unavailable_reason
 from tests.pacs.redis import RedisServer
+from tests.pacs.worker import WorkerProcess
 
 APP = "tests.service_apps.pair_app"
 DELAY_S = 3.0  # per photograph: long enough to kill a worker mid-job
@@ -45,46 +46,6 @@ def network():
             yield
     else:
         yield
-
-
-class WorkerProcess:
-    """One `dermpacs worker` in its own process group and working folder."""
-
-    def __init__(self, root: Path, name: str, config: Path, broker: str, shared: Path, apps: str | None = None,
-                 delay_s: float = DELAY_S) -> None:
-        self.name, self.root = name, Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.log_path = self.root / f"{name}.log"
-        self.args = [sys.executable, "-m", "dicom.cli", "worker", "--config", str(config), "--broker", broker,
-                     "--shared-dir", str(shared), "--name", name, "--work-dir", str(self.root / "work"), "--no-gpu"]
-        if apps:
-            self.args += ["--apps", apps]
-        self.env = dict(os.environ, PYTHONPATH=str(REPO), DERMPACS_TEST_APP_DELAY_S=str(delay_s))
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> "WorkerProcess":
-        log = open(self.log_path, "a")
-        self.process = subprocess.Popen(self.args, cwd=self.root, stdout=log, stderr=subprocess.STDOUT,
-                                        env=self.env, start_new_session=True)
-        log.close()
-        return self
-
-    def ready(self) -> bool:
-        return self.log_path.exists() and f"celery@{self.name} ready" in self.log_path.read_text()
-
-    def kill(self) -> None:
-        """SIGKILL the worker and its app processes: a host that died."""
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 class Cluster:
@@ -106,7 +67,8 @@ class Cluster:
         self.workers: list[WorkerProcess] = []
 
     def worker(self, name: str, apps: str | None = None, delay_s: float = DELAY_S) -> WorkerProcess:
-        w = WorkerProcess(self.tmp / name, name, self.node.config, self.redis.url, self.shared, apps, delay_s).start()
+        w = WorkerProcess(self.tmp / name, name, self.node.config, self.redis.url, self.shared, apps,
+                          {"DERMPACS_TEST_APP_DELAY_S": str(delay_s)}).start()
         self.workers.append(w)
         return w
 
@@ -353,3 +315,31 @@ def test_idempotency_key_names_inputs_app_and_model_version():
     assert key == idempotency_key(["1.3", "1.2"], "scalp", "1.0")
     assert len({key, idempotency_key(["1.2"], "scalp", "1.0"), idempotency_key(["1.2", "1.3"], "skin_prick", "1.0"),
                 idempotency_key(["1.2", "1.3"], "scalp", "1.1")}) == 4
+
+
+# -- what an administrator installs ------------------------------------------------------------
+WORKER_UNIT = Path(__file__).resolve().parents[1] / "deploy" / "dermpacs-worker.service"
+
+
+def test_worker_unit_runs_a_command_the_cli_accepts():
+    import re
+    import shlex
+
+    from dicom.cli import _parser
+
+    command = re.search(r"^ExecStart=(.+)$", WORKER_UNIT.read_text(), re.M)[1]
+    argv = shlex.split(command.replace("%H", "host"))
+    assert argv[0].endswith("/dermpacs")
+    args = _parser().parse_args(argv[1:])
+    assert args.command == "worker" and args.config == Path("/etc/dermpacs/dermpacs.yaml")
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
+def test_worker_unit_parses(tmp_path):
+    import re
+
+    unit = tmp_path / "dermpacs-worker.service"
+    unit.write_text(re.sub(r"^ExecStart=\S+", "ExecStart=/bin/true", WORKER_UNIT.read_text(), flags=re.M))
+    result = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
+    complaints = [line for line in (result.stdout + result.stderr).splitlines() if str(unit) in line]
+    assert result.returncode == 0 and complaints == [], result.stdout + result.stderr

@@ -218,6 +218,7 @@ class CeleryQueue(AppRunner):
             return 0
         uids = [row["sop_instance_uid"] for row in self.store.job_instances(job_id)]
         facts = {"run_id": run_id, "worker": report.get("worker"), "host": report.get("host"),
+                 "worker_started_at": report.get("started_at"),
                  "idempotency_key": idempotency_key(uids, job.app, report.get("model_version"))}
         if job.state != "running":
             self.store.audit("duplicate_completion", job_id=job_id, state=job.state, exit_code=report.get("exit_code"),
@@ -357,8 +358,9 @@ class CeleryQueue(AppRunner):
             first = self._missing.setdefault(job_id, now)
             if now - first >= MISSING_CONFIRM_S:
                 del self._missing[job_id]
-                self._redispatch(job_id, running[job_id][0], "not in the broker (lost by a broker restart?)",
-                                 count_attempt=False)
+                # Counted: a job that keeps vanishing (a worker failing before it can report) stops.
+                self._redispatch(job_id, running[job_id][0], "not in the broker, on a worker or reported "
+                                 "(lost by a broker restart?)", count_attempt=True)
         if self._missing:
             self._next_reconcile = time.monotonic() + MISSING_CONFIRM_S
         else:

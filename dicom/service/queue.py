@@ -118,9 +118,9 @@ class SharedDir:
 
     # -- listener side ----------------------------------------------------------------------
     def prepare(self, job_id: int, app: str, sop_instance_uids: list[str], files: list[Path]) -> None:
-        """Inputs and job.json, once per job (a re-dispatch finds them in place)."""
-        if (self.job_dir(job_id) / "job.json").exists():
-            return
+        """Inputs and job.json of a queued job: new, or put back by `dermpacs retry` (then the
+        earlier accepted run no longer stands and its inputs were removed)."""
+        (self.job_dir(job_id) / "accepted").unlink(missing_ok=True)
         inputs = self.inputs(job_id)
         if not inputs.exists():
             inputs.parent.mkdir(parents=True, exist_ok=True)
@@ -132,9 +132,10 @@ class SharedDir:
                 shutil.rmtree(staging, ignore_errors=True)
                 raise
             commit_folder(staging, inputs)
-        # job.json last: its presence says the inputs are complete.
-        write_json(self.job_dir(job_id) / "job.json",
-                   {"job_id": job_id, "app": app, "sop_instance_uids": sop_instance_uids, "created_at": time.time()})
+        if not (self.job_dir(job_id) / "job.json").exists():  # last: its presence says the inputs are complete
+            write_json(self.job_dir(job_id) / "job.json", {"job_id": job_id, "app": app,
+                                                           "sop_instance_uids": sop_instance_uids,
+                                                           "created_at": time.time()})
 
     def accept(self, job_id: int, run_id: str) -> None:
         """Mark ``run_id`` as the job's result; its inputs and other runs are no longer needed."""
