@@ -185,12 +185,32 @@ def test_storm_with_a_worker_sigkilled_mid_job_reaches_the_pacs_exactly_once(clu
     audit = c.audit()
     for job_id in lost_jobs:
         events = [r for r in audit if r["job_id"] == job_id]
-        assert any(r["event"] == "redispatched" and victim.name in r["details"]["reason"] for r in events)
+        assert any(r["event"] == "redispatched" and victim.name in r["details"]["reason"] for r in events), \
+            (job_id, victim.name, [(r["at"], r["event"], r["details"]) for r in events], c.logs())
         analysed = [r for r in events if r["event"] == "analysed"]
         assert len(analysed) == 1 and analysed[0]["details"]["worker"] == survivor.name
     status = c.status()["queue"]
     states = {w["name"]: w["state"] for w in status["workers"]}
     assert states[survivor.name] == "alive" and states[victim.name] == "lost"
+
+
+def test_a_worker_killed_and_restarted_under_its_name_hands_its_job_on(cluster):
+    """systemd restarts a crashed worker within seconds, under the same name: the job its
+    previous life was running must not wait for the broker's visibility timeout."""
+    c = cluster()
+    w = c.worker("w1")
+    c.node.start()
+    _wait(w.ready, 60, c, "worker ready")
+    photos = storm(2)
+    assert send_instances(photos, c.node_address()) == [0] * 2
+    _wait(lambda: bool(c.heartbeat("w1").get("running")), 60, c, "w1 running a job")
+    lost = c.heartbeat("w1")["running"]
+    w.kill()
+    w.start()  # same name, at once: its new heartbeat replaces the one naming the lost job
+    _wait(lambda: c.settled(2), 120, c, "both jobs done")
+    assert_exactly_once(c, photos)
+    reasons = [r["details"]["reason"] for r in c.audit() if r["event"] == "redispatched" and r["job_id"] in lost]
+    assert reasons and "restarted" in reasons[0]
 
 
 # -- the broker away or restarted --------------------------------------------------------------

@@ -44,6 +44,8 @@ log = logging.getLogger("dermpacs.queue")
 TASK_NAME = "dermpacs.analyse"
 QUEUE_PREFIX = "dermpacs."
 _TASK_ID = re.compile(r"^dermpacs-job-(\d+)-")
+# kombu's Redis transport keeps priorities 0-9 in sub-queues taken lowest number first.
+REDISPATCH_PRIORITY, DISPATCH_PRIORITY = 0, 5
 MISSING_CONFIRM_S = 3.0  # a job missing from the broker is published again only if still missing this much later
 
 
@@ -241,10 +243,18 @@ class CeleryQueue(AppRunner):
         return 1
 
     # -- dispatch ---------------------------------------------------------------------------
-    def _publish(self, job_id: int, app: str) -> str:
+    def _publish(self, job_id: int, app: str, again: bool = False) -> tuple[str, float]:
+        """Publish a job id; (task id, the time just before publishing).
+
+        That time becomes the job's ``updated_at``: a worker may take the job and beat
+        before this call returns, and fail-over compares the two. A job published again
+        goes ahead of the queue (kombu's Redis priorities: 0 first), not behind a storm.
+        """
         task_id = f"dermpacs-job-{job_id}-{uuid.uuid4().hex[:12]}"
-        self._celery.send_task(TASK_NAME, args=[job_id], queue=queue_name(app), task_id=task_id, retry=False)
-        return task_id
+        published_at = time.time()
+        self._celery.send_task(TASK_NAME, args=[job_id], queue=queue_name(app), task_id=task_id, retry=False,
+                               priority=REDISPATCH_PRIORITY if again else DISPATCH_PRIORITY)
+        return task_id, published_at
 
     def _broker_failed(self, exc: BaseException, what: str) -> None:
         self._broker_failures += 1
@@ -281,13 +291,13 @@ class CeleryQueue(AppRunner):
             instances = self.store.job_instances(job_id)
             self.shared.prepare(job_id, app, [r["sop_instance_uid"] for r in instances], [Path(r["path"]) for r in instances])
             try:
-                task_id = self._publish(job_id, app)
+                task_id, published_at = self._publish(job_id, app)
             except _broker_errors() as exc:
                 self._broker_failed(exc, "publishing")
                 return
             with self.store._transaction() as db:
                 db.execute("UPDATE jobs SET state='running', attempts=attempts+1, updated_at=? WHERE id=? AND state='queued'",
-                           (time.time(), job_id))
+                           (published_at, job_id))
                 JobStore._audit(db, "dispatched", job_id=job_id, app=app, queue=queue_name(app), task_id=task_id)
             log.info("job %d: %s dispatched to queue %s", job_id, app, queue_name(app))
         if queued:
@@ -301,13 +311,13 @@ class CeleryQueue(AppRunner):
             self.store.fail_job(job_id, f"{reason}; gave up after {job.attempts} attempt(s)")
             return True
         try:
-            task_id = self._publish(job_id, app)
+            task_id, published_at = self._publish(job_id, app, again=True)
         except _broker_errors() as exc:
             self._broker_failed(exc, "publishing again")
             return False
         with self.store._transaction() as db:
             db.execute("UPDATE jobs SET attempts=attempts+?, updated_at=? WHERE id=? AND state='running'",
-                       (int(count_attempt), time.time(), job_id))
+                       (int(count_attempt), published_at, job_id))
             JobStore._audit(db, "redispatched", job_id=job_id, app=app, queue=queue_name(app), task_id=task_id,
                             reason=reason)
         log.warning("job %d published again: %s", job_id, reason)
@@ -320,21 +330,24 @@ class CeleryQueue(AppRunner):
 
     # -- fail over and reconcile ------------------------------------------------------------
     def _fail_over(self, beats: list[dict[str, Any]]) -> None:
-        """Jobs of a worker that stopped beating go to another worker."""
+        """Jobs of a worker that stopped beating, or died and came back under its name, go to another worker."""
         now, lost_after = time.time(), self.config.queue.worker_lost_after_s
         running = None
         for beat in beats:
             last_seen = float(beat.get("last_seen", 0))
-            if beat.get("stopped") or not beat.get("running") or now - last_seen < lost_after:
-                continue
-            running = self._running_jobs() if running is None else running
-            for job_id in beat["running"]:
-                app, dispatched_at = running.get(int(job_id), (None, None))
-                # Published again after the worker's last sign of life: handled already.
-                if app is None or dispatched_at > last_seen:
-                    continue
-                self._redispatch(int(job_id), app, f"worker {beat.get('name')} lost (no heartbeat for "
-                                 f"{now - last_seen:.0f} s)", count_attempt=True)
+            cases = []
+            if beat.get("orphaned"):
+                cases.append((beat["orphaned"], float(beat.get("orphaned_at") or 0), "restarted"))
+            if not beat.get("stopped") and beat.get("running") and now - last_seen >= lost_after:
+                cases.append((beat["running"], last_seen, f"lost (no heartbeat for {now - last_seen:.0f} s)"))
+            for job_ids, seen, how in cases:
+                running = self._running_jobs() if running is None else running
+                for job_id in job_ids:
+                    app, dispatched_at = running.get(int(job_id), (None, None))
+                    # Published again after the worker's last sign of life: handled already.
+                    if app is None or dispatched_at > seen:
+                        continue
+                    self._redispatch(int(job_id), app, f"worker {beat.get('name')} {how} mid-job", count_attempt=True)
 
     def _reconcile(self, beats: list[dict[str, Any]]) -> None:
         """Publish again what the broker lost; a job is lost when missing twice, seconds apart."""

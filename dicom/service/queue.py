@@ -167,7 +167,11 @@ class SharedDir:
                           {**report, "job_id": job_id, "run_id": run_id})
 
     def beat(self, name: str, state: dict[str, Any]) -> None:
-        write_json(self.workers / f"{_safe_name(name)}.json", {**state, "name": name, "last_seen": time.time()})
+        """Replace the worker's heartbeat file (rename, no fsync: a beat lost in a crash is replaced by the next)."""
+        path = self.workers / f"{_safe_name(name)}.json"
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({**state, "name": name, "last_seen": time.time()}, sort_keys=True, default=str))
+        os.replace(tmp, path)
 
 
 def _safe_name(name: str) -> str:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import AppConfig, ServiceConfig
-from .queue import SharedDir, idempotency_key, publish_folder, read_json
+from .queue import SharedDir, _safe_name as _file_name, idempotency_key, publish_folder, read_json
 from .runner import _module_exists, _worker_loop
 
 log = logging.getLogger("dermpacs.worker")
@@ -134,11 +134,18 @@ class Worker:
         self.concurrency = concurrency
         self._slots: queue_module.Queue[AppProcess] = queue_module.Queue()
         self._lock = threading.Lock()
+        self._beat_lock = threading.Lock()
         self.running: set[int] = set()
         self.jobs_done = self.jobs_failed = self.jobs_skipped = 0
         self.started_at = time.time()
         self._stop = threading.Event()
         self._beat_thread: threading.Thread | None = None
+        # A worker restarted under the same name (systemd's Restart=) overwrites the heartbeat
+        # that named the jobs its previous life was running: hand those on to the listener.
+        previous = read_json(self.shared.workers / f"{_file_name(name)}.json") or {}
+        self.orphaned = [] if previous.get("stopped") else sorted(set(previous.get("running", []))
+                                                                   | set(previous.get("orphaned", [])))
+        self.orphaned_at = float(previous.get("last_seen", 0.0)) if self.orphaned else None
 
     def start(self) -> None:
         self.work_dir.mkdir(parents=True, exist_ok=True)
@@ -157,15 +164,19 @@ class Worker:
 
     # -- heartbeat --------------------------------------------------------------------------
     def beat(self, stopped: bool = False) -> None:
-        with self._lock:
-            state = {"host": socket.gethostname(), "pid": os.getpid(), "apps": sorted(self.apps), "gpu": self.gpu,
-                     "concurrency": self.concurrency, "jobs_done": self.jobs_done, "jobs_failed": self.jobs_failed,
-                     "jobs_skipped": self.jobs_skipped, "running": sorted(self.running), "started_at": self.started_at,
-                     "stopped": stopped}
-        try:
-            self.shared.beat(self.name, state)
-        except OSError as exc:  # the shared folder is away: the listener will notice the silence
-            log.error("heartbeat not written: %s", exc)
+        # One writer at a time, state read inside: the heartbeat thread and a job thread
+        # beating together must not let an older state (running: []) land last.
+        with self._beat_lock:
+            with self._lock:
+                state = {"host": socket.gethostname(), "pid": os.getpid(), "apps": sorted(self.apps), "gpu": self.gpu,
+                         "concurrency": self.concurrency, "jobs_done": self.jobs_done,
+                         "jobs_failed": self.jobs_failed, "jobs_skipped": self.jobs_skipped,
+                         "running": sorted(self.running), "started_at": self.started_at, "stopped": stopped,
+                         "orphaned": self.orphaned, "orphaned_at": self.orphaned_at}
+            try:
+                self.shared.beat(self.name, state)
+            except OSError as exc:  # the shared folder is away: the listener will notice the silence
+                log.error("heartbeat not written: %s", exc)
 
     def _beat_loop(self) -> None:
         while not self._stop.wait(self.config.queue.heartbeat_s):
