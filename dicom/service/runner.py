@@ -215,10 +215,11 @@ class AppRunner:
             return True
         return False
 
-    def _record(self, running: _Running, code: int, error: str | None, elapsed: float) -> None:
+    def _record(self, running: _Running, code: int, error: str | None, elapsed: float,
+                extra: dict[str, Any] | None = None) -> None:
         job = running.job
         results = _read_results(running.outputs)
-        details: dict[str, Any] = {"app": job.app, "duration_s": round(elapsed, 3), "exit_code": code}
+        details: dict[str, Any] = {"app": job.app, "duration_s": round(elapsed, 3), "exit_code": code, **(extra or {})}
         if results:
             details.update(
                 model=results.get("algorithm", {}).get("name"),

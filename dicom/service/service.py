@@ -15,7 +15,7 @@ from collections import defaultdict
 from .config import ServiceConfig
 from .health import ComponentHealth, HealthBoard
 from .router import Router
-from .runner import AppRunner
+from .queue import make_runner
 from .spool import Spool
 
 log = logging.getLogger("dermpacs.service")
@@ -46,7 +46,7 @@ class DermpacsService:
                                                 self.health)
         self.listener = DicomListener(config, self.store, self.spool, on_received=lambda _series: self._wake_scheduler.set(),
                                       health=self.health)
-        self.runner = AppRunner(config, self.store, self.spool)
+        self.runner = make_runner(config, self.store, self.spool)  # local processes or the Celery queue
         self.sender = ResultSender(config, self.store, health=self.health)
         self._threads: list[threading.Thread] = []
         self._next_purge = 0.0
@@ -54,7 +54,9 @@ class DermpacsService:
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
         _raise_stack_limit()
-        recovered = self.store.recover_interrupted(self.config.job_max_attempts)
+        # Celery jobs run on other hosts and are not interrupted by this restart: the queue
+        # reconciles them with the broker on its first round instead.
+        recovered = [] if self.config.queue.celery else self.store.recover_interrupted(self.config.job_max_attempts)
         if recovered:
             log.warning("resuming %d job(s) interrupted by the last shutdown: %s", len(recovered), recovered)
         self.runner.start()
