@@ -4,6 +4,8 @@
     dermpacs status [--config FILE] [--data-dir DIR] [--json]
     dermpacs retry  (JOB | --failed) [--config FILE] [--data-dir DIR]
     dermpacs audit export [--since DATE] [--format csv|json] [--output FILE] [--config FILE] [--data-dir DIR]
+    dermpacs learn (collect | train --app APP | status)   [--config FILE] [--data-dir DIR]
+    dermpacs models (list | promote ID | rollback)        [--config FILE] [--data-dir DIR]
 """
 
 from __future__ import annotations
@@ -53,6 +55,10 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--since", help="ISO date or date-time (UTC), e.g. 2026-11-01")
     export.add_argument("--format", choices=("csv", "json"), default="csv")
     export.add_argument("--output", type=Path, help="file to write (default: standard output)")
+
+    from models.learning.cli import add_parsers as add_learning_parsers
+
+    add_learning_parsers(sub, _config_args)
     return parser
 
 
@@ -109,6 +115,10 @@ def main(argv: list[str] | None = None) -> int:
                                  destination=args.destination)
             DermpacsService(config).serve_forever()
             return 0
+        if args.command in ("learn", "models"):
+            from models.learning.cli import run as run_learning
+
+            return run_learning(args, load_config(args.config, data_dir=args.data_dir))
         store = _store(args)
         if args.command == "status":
             status = store.status()

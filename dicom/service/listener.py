@@ -44,6 +44,7 @@ from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
+from dicom.correction import SEG_ACCEPTED_TRANSFER_SYNTAXES, SEGMENTATION_STORAGE
 from dicom.reader import SUPPORTED_SOP_CLASSES, SUPPORTED_TRANSFER_SYNTAXES
 
 from .config import ServiceConfig, TlsConfig
@@ -205,6 +206,8 @@ class DicomListener:
                 self._allowed.setdefault(title, set()).update(_resolve_host(caller.host))  # type: ignore[union-attr]
 
         self._storage = {uid: frozenset(str(ts) for ts in SUPPORTED_TRANSFER_SYNTAXES) for uid in SUPPORTED_SOP_CLASSES}
+        # Clinicians' corrected SEGs: filed for learning (dicom/service/corrections.py), never analysed.
+        self._storage[SEGMENTATION_STORAGE] = frozenset(SEG_ACCEPTED_TRANSFER_SYNTAXES)
         self._ssl_context = server_ssl_context(config.tls) if config.tls.enabled else None
 
         ae = AE(ae_title=config.ae_title)
@@ -220,6 +223,7 @@ class DicomListener:
         ae.add_supported_context(Verification)
         for sop_class in SUPPORTED_SOP_CLASSES:
             ae.add_supported_context(sop_class, transfer_syntax_preference())
+        ae.add_supported_context(SEGMENTATION_STORAGE, list(SEG_ACCEPTED_TRANSFER_SYNTAXES))
         self.ae = ae
         self._acceptable = {str(cx.abstract_syntax): frozenset(str(ts) for ts in cx.transfer_syntax)
                             for cx in ae.supported_contexts}

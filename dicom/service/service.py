@@ -12,6 +12,7 @@ import time
 from collections import defaultdict
 
 from .config import ServiceConfig
+from .corrections import CorrectionFiler, is_correction_candidate
 from .router import Router
 from .runner import AppRunner
 from .spool import Spool
@@ -33,6 +34,7 @@ class DermpacsService:
         self.store = JobStore(config.database)
         self.spool = Spool(config.data_dir)
         self.router = Router(config.rules)
+        self.corrections = CorrectionFiler(config, self.store)
         self._wake_scheduler = threading.Event()
         self._wake_sender = threading.Event()
         self._stop = threading.Event()
@@ -112,6 +114,10 @@ class DermpacsService:
         jobs = []
         for series_uid in self.store.settled_series(self.config.stable_seconds):
             rows = self.store.waiting_instances(series_uid)
+            segs = [row for row in rows if is_correction_candidate(json.loads(row["header"]))]
+            if segs:  # clinicians' corrections are filed for learning, never analysed
+                self.corrections.file_received(segs)
+                rows = [row for row in rows if row not in segs]
             by_app: dict[str, list] = defaultdict(list)
             unrouted = []
             for row in rows:
