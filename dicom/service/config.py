@@ -126,6 +126,7 @@ class LearningConfig:
     batch_size: int = 4
     input_size: int | None = None  # None: the active model's own input size
     synthetic_eval_samples: int = 12  # the generic suite a candidate must not forget
+    replay_synthetic: float = 1.0  # synthetic samples mixed into fine-tuning, per local photograph
     max_synthetic_drop: float = 0.05  # mean Dice a candidate may lose on the synthetic suite
     min_train_cases: int = 1
     auto_promote: AutoPromoteRule | None = None  # None: only a person promotes

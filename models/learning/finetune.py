@@ -34,6 +34,7 @@ from .dataset import Case, TrainingSet, make_private_dir, write_private
 from .registry import ModelRegistry, ModelVersion
 
 SYNTHETIC_SEED = 15_015  # the synthetic suite is the same for every candidate and every node
+REPLAY_SEED = 15_016  # replayed synthetic training samples: never the evaluation suite
 SYNTHETIC_LONG_SIDE = 512
 TRAINABLE_APPS = ("facial_vitiligo",)  # apps whose trainer the shared engine runs today
 
@@ -116,7 +117,8 @@ def create_run(config, app: str) -> dict[str, Any]:
         "recipe": {"iterations": learning.iterations, "learning_rate": learning.learning_rate,
                    "batch_size": learning.batch_size, "input_size": learning.input_size,
                    "holdout_percent": learning.holdout_percent, "engine": "models.train.train",
-                   "synthetic_eval_samples": learning.synthetic_eval_samples},
+                   "synthetic_eval_samples": learning.synthetic_eval_samples,
+                   "replay_synthetic": learning.replay_synthetic},
     }
     make_private_dir(runs_dir(config.data_dir) / run_id)
     write_run(config.data_dir, run)
@@ -167,6 +169,7 @@ def execute(config, run_id: str, audit=None) -> dict[str, Any]:
             raise LearningError("the run's corrections are gone (retention?)")
         folder = runs_dir(data_dir) / run_id
         train_data = training_set.materialize(train_cases, folder / "train_data")
+        add_replay(train_data, round(len(train_cases) * run["recipe"].get("replay_synthetic", 0.0)))
         held_data = training_set.materialize(held_out, folder / "held_out_data")
         version = f"{base.version.split('-local')[0]}-local.{registry.next_version_number(run['app'])}"
         weights = _train(run, base, train_data, folder / "out", version)
@@ -200,6 +203,22 @@ def execute(config, run_id: str, audit=None) -> dict[str, Any]:
         write_run(data_dir, run)
         traceback.print_exc()
         raise
+
+
+def add_replay(folder: Path, n: int) -> int:
+    """Add ``n`` synthetic samples to a folder dataset (rehearsal: few local photographs must not
+    make the model forget what it learned from the synthetic set). Idempotent for a resumed run."""
+    import cv2
+
+    from models.evaluate import held_out_samples
+
+    for name, s in held_out_samples("synthetic", n, REPLAY_SEED, SYNTHETIC_LONG_SIDE):
+        if (folder / "masks" / f"{name}.png").exists():
+            continue
+        write_private(folder / "images" / f"{name}.png", cv2.imencode(".png", s.image[..., ::-1])[1].tobytes())
+        write_private(folder / "skin" / f"{name}.png", cv2.imencode(".png", s.skin_mask.astype(np.uint8) * 255)[1].tobytes())
+        write_private(folder / "masks" / f"{name}.png", cv2.imencode(".png", s.lesion_mask.astype(np.uint8) * 255)[1].tobytes())
+    return n
 
 
 def _base_version(registry: ModelRegistry, run: dict[str, Any]) -> ModelVersion:
