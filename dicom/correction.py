@@ -135,9 +135,11 @@ def _segments(ds: Dataset, seg_type: str) -> list[CorrectedSegment]:
         pixels = pixels[np.newaxis]
     if len(frames) != pixels.shape[0]:
         raise CorrectionError(f"{pixels.shape[0]} frames but {len(frames)} per-frame descriptions")
+    shared = (ds.get("SharedFunctionalGroupsSequence") or [Dataset()])[0]
+    shared_ident = (shared.get("SegmentIdentificationSequence") or [None])[0]  # one-segment SEGs (highdicom)
     masks: dict[int, np.ndarray] = {}
     for index, frame in enumerate(frames):
-        ident = (frame.get("SegmentIdentificationSequence") or [None])[0]
+        ident = (frame.get("SegmentIdentificationSequence") or [shared_ident])[0]
         if ident is None:
             raise CorrectionError(f"frame {index + 1} names no segment")
         number = int(ident.ReferencedSegmentNumber)

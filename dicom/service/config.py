@@ -122,11 +122,11 @@ class LearningConfig:
     holdout_percent: int = 20  # share of corrected photographs never trained on (fixed per photograph)
     retention_days: float | None = 365  # corrections (patient photographs) older than this are deleted
     iterations: int = 300  # fine-tuning steps from the active model
-    learning_rate: float = 1e-4
+    learning_rate: float = 3e-4
     batch_size: int = 4
     input_size: int | None = None  # None: the active model's own input size
     synthetic_eval_samples: int = 12  # the generic suite a candidate must not forget
-    replay_synthetic: float = 1.0  # synthetic samples mixed into fine-tuning, per local photograph
+    replay_synthetic: float = 2.0  # synthetic samples mixed into fine-tuning, per local photograph (rehearsal)
     max_synthetic_drop: float = 0.05  # mean Dice a candidate may lose on the synthetic suite
     min_train_cases: int = 1
     auto_promote: AutoPromoteRule | None = None  # None: only a person promotes

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pydicom
 from pydicom import Dataset
 
 from dicom.correction import SEGMENTATION_STORAGE, CorrectionError, CorrectedSegment, SegmentationCorrection
@@ -66,7 +67,9 @@ class CorrectionFiler:
         seg_uid = None
         try:
             try:
-                correction = SegmentationCorrection.read(source)
+                ds = source if isinstance(source, Dataset) else pydicom.dcmread(source)
+                seg_uid = str(ds.get("SOPInstanceUID", "")) or None
+                correction = SegmentationCorrection.read(ds)
             except CorrectionError as exc:
                 raise Refused(str(exc)) from exc
             except Exception as exc:  # noqa: BLE001 - unreadable input is refused, not fatal

@@ -101,8 +101,10 @@ class Harvester:
                     for image in self._find(assoc, "IMAGE", StudyInstanceUID=study,
                                             SeriesInstanceUID=series.SeriesInstanceUID, SOPInstanceUID=""):
                         report.found += 1
-                        if str(image.SOPInstanceUID) not in seen:
-                            wanted.append((study, series.SeriesInstanceUID, str(image.SOPInstanceUID)))
+                        uid = str(image.SOPInstanceUID)
+                        if uid in seen or self.store.known_instance(uid):
+                            continue  # fetched before, or routed in (filed or refused then)
+                        wanted.append((study, series.SeriesInstanceUID, uid))
             for study, series_uid, sop_uid in wanted:
                 query = Dataset()
                 query.QueryRetrieveLevel = "IMAGE"
