@@ -99,8 +99,11 @@ def audit(node: DermpacsProcess, event: str) -> list[dict]:
 
 
 def sr_algorithm(orthanc: OrthancServer, study: str) -> dict:
+    """The SR's algorithm identification: name, version and parameters (weights_sha256=...)."""
     sr = orthanc.dataset(orthanc.find_instances(study, "SR")[0])
-    return read_measurement_report(sr)[0]["algorithm"]
+    algorithm = dict(read_measurement_report(sr)[0]["algorithm"])
+    algorithm["parameters"] = dict(p.split("=", 1) for p in algorithm["parameters"])
+    return algorithm
 
 
 # -- fast checks of the pieces -------------------------------------------------------------------------
@@ -287,6 +290,9 @@ def test_train_promote_and_roll_back_while_the_service_runs(clinic, face_masker)
     candidate = listing[candidate_id]
     assert candidate["state"] == "candidate" and listing["facial_vitiligo-shipped"]["state"] == "active"
     evaluation = candidate["evaluation"]
+    print("held-out / synthetic mean Dice, candidate vs active:",
+          {k: (round(evaluation[k]["held_out"]["mean_dice"], 3), round(evaluation[k]["synthetic"]["mean_dice"], 3))
+           for k in ("candidate", "active")})
     assert evaluation["delta"]["held_out_mean_dice"] > 0, evaluation  # the bar: better on held-out corrections
     assert evaluation["candidate"]["held_out"]["n"] == len(held)
     assert evaluation["candidate"]["synthetic"]["n"] == 2

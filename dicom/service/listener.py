@@ -10,7 +10,9 @@ Association policy (checked on A-ASSOCIATE-RQ, before any data is accepted):
   Otherwise A-ASSOCIATE-RJ "calling AE title not recognised". An empty list admits any
   caller (rely on the network and TLS then).
 * Presentation contexts: Verification, and C-STORE for ``SUPPORTED_SOP_CLASSES`` in the
-  ``SUPPORTED_TRANSFER_SYNTAXES`` (stored as received, never transcoded). Other contexts
+  ``SUPPORTED_TRANSFER_SYNTAXES`` (stored as received, never transcoded), and Segmentation
+  Storage (clinicians' corrected SEGs: filed for learning by the scheduler, never
+  analysed; ``dicom/service/corrections.py``). Other contexts
   are rejected; an association that proposes no acceptable context at all is rejected
   (permanent, no reason given) instead of being accepted with nothing to do.
 * TLS (optional): the server certificate from ``config.tls``; with
