@@ -196,6 +196,8 @@ class CorrectionFiler:
         for row in rows:
             outcome = self.file(Path(row["path"]), "routed", calling_ae=row["calling_ae"])
             self.store.set_instance_state(row["sop_instance_uid"], FILED if outcome.filed else REFUSED)
+            # The SEG itself is not kept (it carries patient data): its masks are in the case.
+            Path(row["path"]).unlink(missing_ok=True)
             outcomes.append(outcome)
         return outcomes
 
