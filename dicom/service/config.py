@@ -169,6 +169,33 @@ class RetentionConfig:
 
 
 @dataclass(frozen=True)
+class AutoPromoteRule:
+    """Promote a candidate without a person when it is better on the held-out corrections
+    by at least ``min_improvement`` (mean Dice, 0-1) measured on at least ``min_cases`` photographs."""
+
+    min_improvement: float = 0.05
+    min_cases: int = 10
+
+
+@dataclass(frozen=True)
+class LearningConfig:
+    """Learning from clinicians' corrected SEGs (``dermpacs learn``, ``dermpacs models``)."""
+
+    holdout_percent: int = 20  # share of corrected photographs never trained on (fixed per photograph)
+    retention_days: float | None = 365  # corrections (patient photographs) older than this are deleted
+    iterations: int = 300  # fine-tuning steps from the active model
+    learning_rate: float = 3e-4
+    batch_size: int = 4
+    input_size: int | None = None  # None: the active model's own input size
+    synthetic_eval_samples: int = 12  # the generic suite a candidate must not forget
+    replay_synthetic: float = 2.0  # synthetic samples mixed into fine-tuning, per local photograph (rehearsal)
+    max_synthetic_drop: float = 0.05  # mean Dice a candidate may lose on the synthetic suite
+    min_train_cases: int = 1
+    auto_promote: AutoPromoteRule | None = None  # None: only a person promotes
+    pacs: Destination | None = None  # where `learn collect` looks (C-FIND/C-GET); None: the destination
+
+
+@dataclass(frozen=True)
 class ServiceConfig:
     ae_title: str = "DERMAI"
     port: int = 11112
@@ -190,10 +217,16 @@ class ServiceConfig:
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     fault_backoff_initial_s: float = 1.0  # scheduler: first wait after a failing round (disk full, DB locked)
     fault_backoff_max_s: float = 60.0
+    learning: LearningConfig = field(default_factory=LearningConfig)
 
     @property
     def database(self) -> Path:
         return self.data_dir / "dermpacs.sqlite3"
+
+    @property
+    def models_dir(self) -> Path:
+        """The model registry: versions, and ``active/<app>`` (what the apps load)."""
+        return self.data_dir / "models"
 
     def validate(self) -> "ServiceConfig":
         check_ae_title(self.ae_title, "ae_title")
@@ -295,7 +328,7 @@ def _convert(type_hint: Any, value: Any, key: str) -> Any:
     hint = str(type_hint)
     if value is None:
         return None
-    if key.endswith("destination") and isinstance(value, str):
+    if (key.endswith("destination") or hint.startswith("Destination")) and isinstance(value, str):
         return Destination.parse(value)
     if hint.startswith("Destination"):
         return _build(Destination, value, key)
@@ -304,6 +337,14 @@ def _convert(type_hint: Any, value: Any, key: str) -> Any:
         return dataclasses.replace(
             tls, **{f: Path(getattr(tls, f)) for f in ("certificate", "private_key", "ca_certificates") if getattr(tls, f)}
         )
+    if hint.startswith("LearningConfig"):
+        learning = _build(LearningConfig, value, key)
+        if isinstance(learning.auto_promote, dict):
+            learning = dataclasses.replace(learning, auto_promote=_build(AutoPromoteRule, learning.auto_promote,
+                                                                         f"{key}.auto_promote"))
+        if not 0 <= learning.holdout_percent <= 90:
+            raise ConfigError(f"{key}.holdout_percent: {learning.holdout_percent} is not between 0 and 90")
+        return learning
     if hint.startswith("SenderConfig"):
         return _build(SenderConfig, value, key)
     if hint.startswith("QueueConfig"):

@@ -10,7 +10,9 @@ Association policy (checked on A-ASSOCIATE-RQ, before any data is accepted):
   Otherwise A-ASSOCIATE-RJ "calling AE title not recognised". An empty list admits any
   caller (rely on the network and TLS then).
 * Presentation contexts: Verification, and C-STORE for ``config.accepted_sop_classes`` in the
-  ``SUPPORTED_TRANSFER_SYNTAXES`` (stored as received, never transcoded). Other contexts
+  ``SUPPORTED_TRANSFER_SYNTAXES`` (stored as received, never transcoded), and Segmentation
+  Storage (clinicians' corrected SEGs: filed for learning by the scheduler, never
+  analysed; ``dicom/service/corrections.py``). Other contexts
   are rejected; an association that proposes no acceptable context at all is rejected
   (permanent, no reason given) instead of being accepted with nothing to do.
 * TLS (optional): the server certificate from ``config.tls``; with
@@ -60,6 +62,7 @@ from pynetdicom.dimse_messages import DIMSEMessage
 from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
+from dicom.correction import SEG_ACCEPTED_TRANSFER_SYNTAXES, SEGMENTATION_STORAGE
 from dicom.reader import SUPPORTED_SOP_CLASSES, SUPPORTED_TRANSFER_SYNTAXES
 
 from .config import ListenerConfig, ServiceConfig, TlsConfig
@@ -410,6 +413,8 @@ class DicomListener:
 
         self._storage = {uid: frozenset(str(ts) for ts in SUPPORTED_TRANSFER_SYNTAXES)
                          for uid in config.accepted_sop_classes if uid in SUPPORTED_SOP_CLASSES}
+        # Clinicians' corrected SEGs: filed for learning (dicom/service/corrections.py), never analysed.
+        self._storage[SEGMENTATION_STORAGE] = frozenset(SEG_ACCEPTED_TRANSFER_SYNTAXES)
         self._ssl_context = server_ssl_context(config.tls) if config.tls.enabled else None
 
         ae = AE(ae_title=config.ae_title)
@@ -428,7 +433,8 @@ class DicomListener:
         ae.maximum_pdu_size = MAX_PDU_BYTES
         ae.add_supported_context(Verification)
         for sop_class in self._storage:
-            ae.add_supported_context(sop_class, transfer_syntax_preference())
+            ae.add_supported_context(sop_class, transfer_syntax_preference() if sop_class != SEGMENTATION_STORAGE
+                                     else list(SEG_ACCEPTED_TRANSFER_SYNTAXES))
         self.ae = ae
         self._acceptable = {str(cx.abstract_syntax): frozenset(str(ts) for ts in cx.transfer_syntax)
                             for cx in ae.supported_contexts}

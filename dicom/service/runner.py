@@ -55,9 +55,10 @@ def _worker_loop(conn: Connection) -> None:
             return
         if message is None:
             return
-        module, input_folder, output_folder = message
+        module, input_folder, output_folder, *extra = message
         try:
-            code = int(app_entry_point(module)([module, "-i", input_folder, "-o", output_folder]) or 0)
+            argv = [module, "-i", input_folder, "-o", output_folder, *(extra[0] if extra else [])]
+            code = int(app_entry_point(module)(argv) or 0)
             conn.send(("exit", code, None))
         except BaseException as exc:  # reported to the supervisor as the job's error
             conn.send(("error", 1, f"{type(exc).__name__}: {exc}"))
@@ -168,8 +169,17 @@ class AppRunner:
             self.store.requeue(job.id, f"cannot prepare the job folder: {type(exc).__name__}: {exc}")
             raise
         worker.running = _Running(job, app, time.monotonic(), inputs, outputs)
-        worker.conn.send((app.module, str(inputs), str(outputs)))
+        worker.conn.send((app.module, str(inputs), str(outputs), self._model_args(job.app)))
         log.info("job %d: %s started on series %s (attempt %d)", job.id, job.app, job.series_instance_uid, job.attempts)
+
+    def _model_args(self, app: str) -> list[str]:
+        """``-m <models_dir>/active/<app>`` once a local model version is promoted (else the shipped one).
+
+        Resolved per job, so a promotion or rollback (``dermpacs models``) applies to the next
+        job without a restart; the app reloads only when the weights file changes.
+        """
+        active = self.config.models_dir / "active" / app
+        return ["-m", str(active)] if active.exists() else []
 
     def _adopt_finished_attempt(self, job: Job, app: AppConfig) -> bool:
         """The previous attempt finished (results.json is the app's last write) but the node died

@@ -13,6 +13,7 @@ import time
 from collections import defaultdict
 
 from .config import ServiceConfig
+from .corrections import CorrectionFiler, is_correction_candidate
 from .health import ComponentHealth, HealthBoard
 from .router import Router
 from .queue import make_runner
@@ -38,6 +39,7 @@ class DermpacsService:
         self.spool = Spool(config.data_dir)
         self.store = open_job_store(config, self.spool)  # checked; rebuilt from the spool if lost
         self.router = Router(config.rules)
+        self.corrections = CorrectionFiler(config, self.store)
         self._wake_scheduler = threading.Event()
         self._wake_sender = threading.Event()
         self._stop = threading.Event()
@@ -118,6 +120,7 @@ class DermpacsService:
         self._next_purge = time.monotonic() + PURGE_INTERVAL_S
         try:
             purge(self.store, self.spool, self.config.retention.keep_days)
+            self.corrections.training_set.apply_retention(self.config.learning.retention_days)
         except Exception:  # noqa: BLE001 - retention must never hold up analysis; try again in an hour
             log.exception("retention purge failed; next try in an hour")
             self._next_purge = time.monotonic() + PURGE_INTERVAL_S / 24
@@ -143,6 +146,10 @@ class DermpacsService:
         jobs = []
         for series_uid in self.store.settled_series(self.config.stable_seconds):
             rows = self.store.waiting_instances(series_uid)
+            segs = [row for row in rows if is_correction_candidate(json.loads(row["header"]))]
+            if segs:  # clinicians' corrections are filed for learning, never analysed
+                self.corrections.file_received(segs)
+                rows = [row for row in rows if row not in segs]
             by_app: dict[str, list] = defaultdict(list)
             unrouted = []
             for row in rows:
