@@ -124,15 +124,15 @@ def read_prior_dataset(path: Path) -> Dataset | None:
 class VisitContext:
     """This visit's place in the series (TID 1502) and what it was compared with; goes into every SR group."""
 
-    order: int  # 1 = baseline
+    order: int | None  # 1 = baseline; None: unknown (no lookup, or it failed): no time point is written
     baseline_date: dt.date | None = None
     previous_date: dt.date | None = None
     prior_reports: tuple[tuple[Any, Dataset], ...] = ()  # (concept Code, the earlier SR) referenced
     comment: str = ""  # e.g. "compared with 2 earlier visits" or why there is no comparison
 
     def __post_init__(self) -> None:
-        if self.order < 1:
-            raise ValueError(f"time point order must be >= 1, got {self.order}")
+        if self.order is not None and (isinstance(self.order, bool) or self.order < 1):
+            raise ValueError(f"time point order must be None or >= 1, got {self.order}")
         if len(self.comment) > 1024:
             raise ValueError("comment must be at most 1024 characters")
         for _, ds in self.prior_reports:
@@ -140,5 +140,7 @@ class VisitContext:
                 raise TypeError("prior_reports must hold DICOM datasets of the earlier SRs")
 
     @property
-    def time_point(self) -> str:
+    def time_point(self) -> str | None:
+        if self.order is None:
+            return None
         return "Baseline" if self.order == 1 else f"Visit {self.order}"

@@ -233,7 +233,7 @@ def _time_point(visit: VisitContext | None) -> hd.sr.TimePointContext | None:
     No Longitudinal Temporal Offset: it is a NUM, and OHIF 3.13.2 shows only a group's first
     five NUMs; days since baseline are a NUM of the comparison group instead.
     """
-    if visit is None:
+    if visit is None or visit.order is None:
         return None
     return hd.sr.TimePointContext(
         time_point=visit.time_point,

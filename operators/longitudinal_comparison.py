@@ -4,7 +4,7 @@ Reads what the service put into ``IN/priors/`` (never the network): the earlier 
 this analysis, their SEGs and the baseline's photographs. Per view it adds to the SR group
 
 * a stable tracking UID (same patient and view -> same UID in every visit),
-* the TID 1502 time point (Baseline / Visit n, order, days since baseline),
+* the TID 1502 time point (Baseline / Visit n and its order; left out when the PACS could not be asked),
 * F-Vitiligo at baseline and at the previous visit, the change in points and in % of
   baseline, and whether a 50 / 75 / 90 % reduction from baseline is reached,
 * a change map: the baseline's masks warped onto today's photograph through the face
@@ -149,7 +149,8 @@ class LongitudinalComparisonStep:
         view = case.summary.get("view", "unknown")
         uid = tracking_uid(priors.tracking_key, self.algorithm.name, self.view_kind, view) if priors.tracking_key else None
         history = self._views.get(uid, []) if uid else []
-        order = self._visits + 1
+        # The visit's number is known only when the PACS was asked and answered.
+        order = self._visits + 1 if priors.status in ("found", "none") else None
         if not history:
             why = priors.reason if not priors.compared else f"no earlier {view} view of this patient"
             visit = VisitContext(order=order, comment=f"No comparison with earlier visits: {why}"[:1024])

@@ -96,6 +96,9 @@ def test_photo_loader_leaves_priors_alone(tmp_path):
     (tmp_path / "photo.dcm").write_bytes(b"photo")
     assert [c.source.name for c in list_input_files(tmp_path)] == ["photo.dcm"]
     assert read_priors(tmp_path).status == "absent"
+    with pytest.raises(ValueError):
+        VisitContext(order=0)
+    assert VisitContext(order=None).time_point is None
 
 
 def test_fetch_priors_takes_only_this_patients_results(tmp_path):
