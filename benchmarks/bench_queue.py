@@ -66,7 +66,7 @@ class Setup:
         self.root, self.pacs, self.redis = root, pacs, redis
         env = {"DERMPACS_TEST_APP_DELAY_S": str(analysis_s)}
         os.environ.update(env)  # local mode: the listener's own worker processes run the app
-        settings = {"apps": APP, "rules": RULES, "stable_seconds": 0.3, "poll_interval_s": 0.1,
+        settings = {"apps": APP, "rules": RULES, "stable_seconds": 0.3,  # poll_interval_s: the default
                     "sender": {"max_attempts": 5, "backoff_initial_s": 0.5, "backoff_max_s": 2}}
         if redis is None:
             settings["workers"] = workers
