@@ -166,6 +166,8 @@ class CeleryQueue(AppRunner):
 
     # -- runner interface -------------------------------------------------------------------
     def start(self) -> None:
+        with self.store._lock:  # every completion looks up its job's audit rows (which runs were applied)
+            self.store._db.execute("CREATE INDEX IF NOT EXISTS audit_job ON audit(job_id)")
         self.shared.create()
         self._celery = celery_app(self.config)
         self._redis = redis_client(self.config)
