@@ -203,6 +203,11 @@ def execute(config, run_id: str, audit=None) -> dict[str, Any]:
         write_run(data_dir, run)
         traceback.print_exc()
         raise
+    finally:  # the run's copies of patient photographs (hard links) do not outlive it
+        import shutil
+
+        for sub in ("train_data", "held_out_data"):
+            shutil.rmtree(runs_dir(data_dir) / run_id / sub, ignore_errors=True)
 
 
 def add_replay(folder: Path, n: int) -> int:
