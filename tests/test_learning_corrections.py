@@ -110,3 +110,35 @@ def test_dermpacs_own_seg_and_unknown_photographs_are_not_corrections(analysed, 
     stranger = filer.file(seg_of(other, [VITILIGO], [lesion]), "routed")
     assert not stranger.filed and "no photograph dermpacs analysed" in stranger.reason
     assert not filer.training_set.cases("facial_vitiligo")
+
+
+def test_close_up_corrections_fine_tune_the_close_up_model(tmp_path):
+    """The close-up app learns the same way, with its own engine and its own segments (Vitiligo, Skin)."""
+    import yaml
+
+    from models.learning.dataset import TrainingSet
+    from models.learning.finetune import create_run, execute, progress
+    from models.learning.registry import ModelRegistry
+    from models.lesion.synthetic import generate_closeup
+
+    config_path = tmp_path / "dermpacs.yaml"
+    config_path.write_text(yaml.safe_dump({"data_dir": str(tmp_path / "data"), "learning": {
+        "holdout_percent": 50, "iterations": 6, "batch_size": 2, "synthetic_eval_samples": 1, "replay_synthetic": 0.5}}))
+    config = load_config(config_path)
+    ts = TrainingSet(config.data_dir, 50)
+    index = 0
+    while not all(ts.split("vitiligo_lesion")):  # at least one case on each side of the fixed split
+        sample = generate_closeup(77, index, size=200)
+        ts.add("vitiligo_lesion", f"1.2.3.{index + 1}", sample.image, sample.lesion_mask, sample.skin_mask,
+               {"photograph_date": f"202611{index + 10:02d}", "creator": "OHIF / x"})
+        index += 1
+    run = create_run(config, "vitiligo_lesion")
+    finished = execute(config, run["id"])
+    assert progress(config.data_dir, finished)["state"] == "done"
+    candidate = ModelRegistry(config.models_dir).get(finished["candidate"])
+    assert candidate.app == "vitiligo_lesion" and candidate.version == "0.1.0-local.1"
+    evaluation = candidate.info["evaluation"]
+    assert evaluation["active"]["version"] == "0.1.0" and evaluation["verdict"] in ("better", "equal", "worse")
+    assert evaluation["candidate"]["held_out"]["n"] == len(ts.split("vitiligo_lesion")[1])
+    card = candidate.weights.with_suffix(".md").read_text()
+    assert "models.lesion" in card and "1.2.3." not in card
