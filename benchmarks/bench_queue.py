@@ -48,6 +48,12 @@ APP = {"pair": {"module": "tests.service_apps.pair_app", "timeout_s": 120}}
 RULES = [{"name": "all", "app": "pair"}]
 
 
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of one process (its threads, not its children)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _t(row: dict) -> float:
     return datetime.fromisoformat(row["at"]).timestamp()
 
@@ -66,7 +72,7 @@ class Setup:
         self.root, self.pacs, self.redis = root, pacs, redis
         env = {"DERMPACS_TEST_APP_DELAY_S": str(analysis_s)}
         os.environ.update(env)  # local mode: the listener's own worker processes run the app
-        settings = {"apps": APP, "rules": RULES, "stable_seconds": 0.3, "poll_interval_s": 0.1,
+        settings = {"apps": APP, "rules": RULES, "stable_seconds": 0.3,  # poll_interval_s: the default
                     "sender": {"max_attempts": 5, "backoff_initial_s": 0.5, "backoff_max_s": 2}}
         if redis is None:
             settings["workers"] = workers
@@ -139,7 +145,9 @@ def measure(root: Path, pacs: LocalStorageSCP, redis: RedisServer | None, worker
     name = f"{'celery' if redis else 'local'}-{workers}"
     with Setup(root / name, pacs, redis, workers, args.analysis_s) as setup:
         single = [job for _ in range(args.single) for job in setup.run(photos(1), 2)]  # the overhead of one job
+        cpu_before = process_cpu_s(setup.node.process.pid)
         jobs = setup.run(photos(args.photos), 2 * args.photos)  # the storm
+        listener_cpu_per_job = (process_cpu_s(setup.node.process.pid) - cpu_before) / len(jobs)
     latency = [j["sent"] - j["routed"] for j in single]
     overhead = [j["sent"] - j["routed"] - j["analysis"] for j in single]
     parts = {"routed_to_handed_s": [j["handed"] - j["routed"] for j in single],
@@ -154,6 +162,7 @@ def measure(root: Path, pacs: LocalStorageSCP, redis: RedisServer | None, worker
             "single_overhead_s": statistics.median(overhead),
             "storm_photos": len(jobs), "storm_s": span, "photos_per_min": 60 * len(jobs) / span,
             "storm_latency_median_s": statistics.median(storm_latency), "storm_latency_max_s": max(storm_latency),
+            "listener_cpu_s_per_job": listener_cpu_per_job,
             **{name: statistics.median(values) for name, values in parts.items()}}
 
 
@@ -175,11 +184,12 @@ def main() -> int:
             print(json.dumps(rows[-1]), flush=True)
     print(f"\nanalysis stand-in: {args.analysis_s:g} s per photograph; {args.single} single jobs; storm of {args.photos}")
     print("| setup | single-job latency (s) | overhead beyond the analysis (s) | storm: photographs/min | "
-          "storm latency median / max (s) |")
-    print("|---|---|---|---|---|")
+          "storm latency median / max (s) | listener CPU per job (ms) |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['setup']} | {r['single_latency_s']:.3f} | {r['single_overhead_s']:.3f} | {r['photos_per_min']:.0f} | "
-              f"{r['storm_latency_median_s']:.1f} / {r['storm_latency_max_s']:.1f} |")
+              f"{r['storm_latency_median_s']:.1f} / {r['storm_latency_max_s']:.1f} | "
+              f"{1000 * r['listener_cpu_s_per_job']:.0f} |")
     if args.json:
         args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)}, "rows": rows}, indent=2))
     return 0

@@ -256,6 +256,10 @@ def _main(argv: list[str] | None = None) -> int:
 
             keep = config.retention.keep_days if args.keep_days is None else args.keep_days
             report = purge(store, Spool(config.data_dir), keep, dry_run=args.dry_run)
+            if config.queue.celery and not args.dry_run:  # their folders in the shared folder go too
+                from dicom.service.queue import SharedDir
+
+                SharedDir(config.queue.shared_dir).remove_jobs(report["jobs"])
             verb = "would remove" if args.dry_run else "removed"
             print(f"{verb}: {len(report['jobs'])} delivered job(s) older than {keep:g} days "
                   f"({report['photographs']} photograph(s)), {report['earlier_versions']} earlier version(s), "

@@ -244,6 +244,17 @@ def test_corrections_of_another_patient_or_with_an_unknown_segment_are_refused(c
 def test_a_correction_stored_while_dermpacs_was_down_is_harvested(clinic):
     orthanc, node, photos = clinic["orthanc"], clinic["node"], clinic["photos"]
     node.stop()
+    # The retention policy has meanwhile removed the delivered photographs from the spool:
+    # the harvest fetches the photograph from the PACS too.
+    from dicom.service.retention import purge
+    from dicom.service.spool import Spool
+    from dicom.service.store import JobStore
+
+    store = JobStore(node.data_dir / "dermpacs.sqlite3")
+    try:
+        assert purge(store, Spool(node.data_dir), keep_days=0)["photographs"] >= 9
+    finally:
+        store.close()
     orthanc.upload(correction_seg(photos[0].path, photos[0].lesion_mask, photos[0].skin_mask))
     orthanc.wait_jobs_done(30)  # the router's forward failed: nobody listening
     node.start()
@@ -253,6 +264,7 @@ def test_a_correction_stored_while_dermpacs_was_down_is_harvested(clinic):
     assert report["filed"] == 1, report
     harvested = [r for r in audit(node, "correction_filed") if r["details"]["origin"] == "harvested"]
     assert [r["details"]["photograph_sop_instance_uid"] for r in harvested] == [photos[0].sop_instance_uid]
+    assert not list((node.data_dir / "learning").glob(".fetched/*")), "the fetched photograph was kept"
     # A second collect fetches nothing new.
     again = json.loads(cli(node, "learn", "collect", "--json").stdout)
     assert again["seg_fetched"] == 0 and again["filed"] == 0
@@ -285,6 +297,8 @@ def test_train_promote_and_roll_back_while_the_service_runs(clinic, face_masker)
     assert status["state"] == "done", (status, (ts.root / "runs" / run_id / "train.log").read_text()[-3000:])
     assert status["iterations_done"] == ITERATIONS
     candidate_id = status["candidate"]
+    run_folder = ts.root / "runs" / run_id
+    assert not (run_folder / "train_data").exists() and not (run_folder / "held_out_data").exists()
 
     listing = {v["id"]: v for v in json.loads(cli(node, "models", "list", "--json").stdout)}
     candidate = listing[candidate_id]

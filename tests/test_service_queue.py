@@ -314,6 +314,23 @@ def test_jobs_go_only_to_workers_that_have_the_app(cluster):
     assert workers == {"pair": {"w-pair"}, "other": {"w-other"}}
     status = c.status()["queue"]
     assert {w["name"]: w["apps"] for w in status["workers"]} == {"w-pair": ["pair"], "w-other": ["other"]}
+    text = c.node.cli("status").stdout  # what an operator reads
+    assert "broker redis://127.0.0.1" in text and "reachable" in text and "waiting for a broker: none" in text
+    assert "queue pair: 0 waiting, 0 taken by workers" in text
+    assert "w-pair on " in text and "alive, apps pair, GPU no, 3 done" in text
+
+
+def test_a_worker_serves_only_apps_installed_on_it_and_gpu_apps_only_with_a_gpu():
+    from dicom.service.worker import worker_apps
+
+    config = load_config(apps={"pair": {"module": APP}, "gpu_pair": {"module": APP, "needs_gpu": True},
+                               "absent": {"module": "no_such_module_here"}},
+                         rules=[{"name": "all", "app": "pair"}])
+    assert set(worker_apps(config, None, gpu=False)) == {"pair"}
+    assert set(worker_apps(config, None, gpu=True)) == {"pair", "gpu_pair"}
+    assert set(worker_apps(config, ["gpu_pair"], gpu=True)) == {"gpu_pair"}
+    with pytest.raises(ValueError, match="not configured"):
+        worker_apps(config, ["scalp"], gpu=True)
 
 
 # -- configuration -----------------------------------------------------------------------------

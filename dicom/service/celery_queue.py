@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import re
 import shutil
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -42,6 +44,7 @@ from .store import JobStore
 log = logging.getLogger("dermpacs.queue")
 
 TASK_NAME = "dermpacs.analyse"
+COMPLETED_CHANNEL = "dermpacs.completed"  # Redis pub/sub: a worker's "job N reported" wake-up (a job id only)
 QUEUE_PREFIX = "dermpacs."
 _TASK_ID = re.compile(r"^dermpacs-job-(\d+)-")
 # kombu's Redis transport keeps priorities 0-9 in sub-queues taken lowest number first.
@@ -100,10 +103,10 @@ def celery_app(config: ServiceConfig):
     return app
 
 
-def redis_client(config: ServiceConfig, timeout_s: float = 5.0):
+def redis_client(config: ServiceConfig, timeout_s: float | None = 5.0):
     import redis
 
-    return redis.Redis.from_url(config.queue.broker, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
+    return redis.Redis.from_url(config.queue.broker, socket_connect_timeout=timeout_s or 5.0, socket_timeout=timeout_s)
 
 
 def _job_id_of(message: Any) -> int | None:
@@ -157,23 +160,49 @@ class CeleryQueue(AppRunner):
         self._broker_retry_at = 0.0
         self._next_reconcile = 0.0  # at start-up: reconcile on the first round
         self._missing: dict[int, float] = {}
+        self._accepted: list[tuple[int, str]] = []  # marked in the shared folder next round, after the sender woke
+        self._stopping = threading.Event()
+        self._notices, self._notify = multiprocessing.Pipe(duplex=False)
 
     # -- runner interface -------------------------------------------------------------------
     def start(self) -> None:
+        with self.store._lock:  # every completion looks up its job's audit rows (which runs were applied)
+            self.store._db.execute("CREATE INDEX IF NOT EXISTS audit_job ON audit(job_id)")
         self.shared.create()
         self._celery = celery_app(self.config)
         self._redis = redis_client(self.config)
+        threading.Thread(target=self._listen_for_completions, name="dermpacs-completions", daemon=True).start()
         log.info("analyses go to Celery workers through %s; shared folder %s", redact(self.config.queue.broker),
                  self.shared.root)
 
     def stop(self) -> None:
+        self._stopping.set()
         if self._redis is not None:
             self._redis.close()
         if self._celery is not None:
             self._celery.close()
 
     def result_pipes(self) -> list:
-        return []  # completions are files in the shared folder, looked for every round
+        """Readable when a worker announces a completion, so the scheduler need not wait a poll interval."""
+        return [self._notices]
+
+    def _listen_for_completions(self) -> None:
+        """Relay workers' completion notices (job ids on a Redis channel) to ``result_pipes``.
+
+        Only a wake-up: the reports themselves are read from the shared folder every round,
+        so a notice lost while the broker is away costs at most a poll interval.
+        """
+        while not self._stopping.is_set():
+            try:
+                client = redis_client(self.config, timeout_s=None)
+                pubsub = client.pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(COMPLETED_CHANNEL)
+                while not self._stopping.is_set():
+                    if pubsub.get_message(timeout=1.0) is not None:
+                        self._notify.send_bytes(b"1")
+            except Exception as exc:  # noqa: BLE001 - the broker is away; the poll interval still finds reports
+                log.debug("completion notices unavailable: %s", exc)
+                self._stopping.wait(2.0)
 
     @property
     def busy(self) -> int:
@@ -181,6 +210,11 @@ class CeleryQueue(AppRunner):
             return self.store._db.execute("SELECT COUNT(*) FROM jobs WHERE state='running'").fetchone()[0]
 
     def poll(self) -> int:
+        while self._notices.poll():
+            self._notices.recv_bytes()
+        for job_id, run_id in self._accepted:
+            self.shared.accept(job_id, run_id)
+        self._accepted = []
         finished = self._collect()
         beats = self.shared.heartbeats()
         self._fail_over(beats)
@@ -239,7 +273,7 @@ class CeleryQueue(AppRunner):
         running = _Running(job, app, 0.0, self.shared.inputs(job_id), local_out)
         self._record(running, int(report.get("exit_code", -1)), report.get("error"),
                      float(report.get("duration_s") or 0.0), extra=facts)
-        self.shared.accept(job_id, run_id)
+        self._accepted.append((job_id, run_id))
         return 1
 
     # -- dispatch ---------------------------------------------------------------------------

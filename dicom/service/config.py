@@ -403,7 +403,7 @@ def load_config(path: Path | None = None, **overrides: Any) -> ServiceConfig:
             raise ConfigError(f"{path}: expected a YAML mapping")
         data.update(user)
     for key, value in overrides.items():
-        if isinstance(value, dict):  # a section's flags (e.g. --queue/--broker) merge into it
+        if key == "queue" and isinstance(value, dict):  # --queue/--broker/--shared-dir merge into the section
             value = {k: v for k, v in value.items() if v is not None}
             if value:
                 section = data.get(key)

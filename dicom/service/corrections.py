@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pydicom
@@ -57,9 +58,11 @@ class Refused(Exception):
 class CorrectionFiler:
     """Checks a SEG against the job store and files it into the training set."""
 
-    def __init__(self, config: ServiceConfig, store: JobStore) -> None:
+    def __init__(self, config: ServiceConfig, store: JobStore,
+                 fetch_photograph: Callable[[str, str, str], Path | None] | None = None) -> None:
         self.config = config
         self.store = store
+        self.fetch_photograph = fetch_photograph  # (study, series, SOP UID) -> a file, when the spool was purged
         self.training_set = TrainingSet(config.data_dir, config.learning.holdout_percent)
 
     def file(self, source: str | Path | Dataset, origin: str, calling_ae: str | None = None) -> Outcome:
@@ -78,6 +81,9 @@ class CorrectionFiler:
             outcome = self._file(correction, origin)
         except Refused as exc:
             outcome = Outcome(seg_uid, False, str(exc))
+        except Exception as exc:  # noqa: BLE001 - one bad SEG must not stop the scheduler
+            log.exception("correction %s could not be filed", seg_uid)
+            outcome = Outcome(seg_uid, False, f"could not be filed: {type(exc).__name__}")
         if outcome.filed:
             assert outcome.case is not None
             self.store.audit(FILED, sop=seg_uid, origin=origin, calling_ae=calling_ae, app=outcome.app,
@@ -111,9 +117,13 @@ class CorrectionFiler:
         mapping = APP_SEGMENTS.get(app)
         if mapping is None:
             raise Refused(f"the {app} app has no segmentation model to correct")
-        path = Path(row["path"])
-        if not path.exists():
-            raise Refused("the photograph is no longer held by dermpacs (retention)")
+        path = Path(row["path"]) if row["path"] else None
+        if path is None or not path.is_file():
+            path = self.fetch_photograph(correction.study_instance_uid, row["series_instance_uid"],
+                                         row["sop_instance_uid"]) if self.fetch_photograph else None
+        if path is None:
+            raise Refused("the photograph is no longer held by dermpacs (retention); "
+                          "`dermpacs learn collect` fetches it from the PACS")
         photo = read_photograph(path)
         if str(photo.dataset.get("PatientID", "") or "") != correction.patient_id:
             raise Refused("the SEG's patient differs from the photograph's (Patient ID)")

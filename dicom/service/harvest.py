@@ -10,12 +10,14 @@ routed correction (``CorrectionFiler``), with origin "harvested".
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from pydicom import Dataset
-from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEGBaseline8Bit
 from pynetdicom import AE, build_role, evt
 from pynetdicom.sop_class import (
     SegmentationStorage,
@@ -23,9 +25,9 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelGet,
 )
 
-from models.learning.dataset import make_private_dir, write_private
+from models.learning.dataset import case_id_for, make_private_dir, write_private
 
-from .config import Destination, ServiceConfig
+from .config import PHOTOGRAPH_SOP_CLASSES, Destination, ServiceConfig
 from .corrections import CorrectionFiler, Outcome
 from .store import JobStore
 
@@ -58,7 +60,10 @@ class Harvester:
     def __init__(self, config: ServiceConfig, store: JobStore) -> None:
         self.config = config
         self.store = store
-        self.filer = CorrectionFiler(config, store)
+        self.filer = CorrectionFiler(config, store, fetch_photograph=self._fetch_photograph)
+        self._assoc = None
+        self._received: list[Dataset] = []
+        self._tmp_files: list[Path] = []
         self.pacs: Destination = config.learning.pacs or config.destination
         if self.pacs.stow_url:
             raise HarvestError("learning.pacs must be a DICOM node (AE@HOST:PORT) for C-FIND/C-GET")
@@ -88,8 +93,11 @@ class Harvester:
         ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
         ae.add_requested_context(SegmentationStorage, [ExplicitVRLittleEndian, ImplicitVRLittleEndian,
                                                         DeflatedExplicitVRLittleEndian])
-        assoc = ae.associate(self.pacs.host, self.pacs.port, ae_title=self.pacs.ae_title,
-                             ext_neg=[build_role(SegmentationStorage, scp_role=True)],
+        roles = [build_role(SegmentationStorage, scp_role=True)]
+        for sop_class in PHOTOGRAPH_SOP_CLASSES:  # a photograph the spool no longer holds (retention)
+            ae.add_requested_context(sop_class, [JPEGBaseline8Bit, ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+            roles.append(build_role(sop_class, scp_role=True))
+        assoc = ae.associate(self.pacs.host, self.pacs.port, ae_title=self.pacs.ae_title, ext_neg=roles,
                              evt_handlers=[(evt.EVT_C_STORE, on_store)])
         if not assoc.is_established:
             raise HarvestError(f"association with {self.pacs.describe()} refused or failed")
@@ -112,19 +120,46 @@ class Harvester:
                 for status, _ in assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet):
                     if status is None:
                         raise HarvestError("the PACS did not answer the C-GET")
+            report.fetched = len(received)
+            self._assoc, self._received = assoc, received
+            segs = list(received)
+            for ds in segs:
+                uid = str(ds.SOPInstanceUID)
+                outcome = self.filer.file(ds, "harvested", calling_ae=self.pacs.ae_title)
+                report.outcomes.append(outcome)
+                seen[uid] = "filed" if outcome.filed else "refused"
         finally:
+            self._assoc = None
             assoc.release()
-        report.fetched = len(received)
-        for ds in received:
-            uid = str(ds.SOPInstanceUID)
-            outcome = self.filer.file(ds, "harvested", calling_ae=self.pacs.ae_title)
-            report.outcomes.append(outcome)
-            seen[uid] = "filed" if outcome.filed else "refused"
+            for tmp in self._tmp_files:
+                tmp.unlink(missing_ok=True)
         make_private_dir(self.seen_path.parent)
         write_private(self.seen_path, json.dumps(seen, indent=1).encode())
         self.store.audit("corrections_harvested", pacs=self.pacs.describe(), **{
             k: v for k, v in report.as_dict().items() if k != "refused"})
         return report
+
+    def _fetch_photograph(self, study: str, series: str, sop_uid: str) -> Path | None:
+        """C-GET one analysed photograph into a private temporary file (deleted after the collect)."""
+        if self._assoc is None:
+            return None
+        before = len(self._received)
+        query = Dataset()
+        query.QueryRetrieveLevel = "IMAGE"
+        query.StudyInstanceUID, query.SeriesInstanceUID, query.SOPInstanceUID = study, series, sop_uid
+        for status, _ in self._assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet):
+            if status is None:
+                return None
+        photos = [ds for ds in self._received[before:] if str(ds.SOPInstanceUID) == sop_uid]
+        if not photos:
+            return None
+        folder = make_private_dir(self.filer.training_set.root / ".fetched")
+        path = folder / f"{case_id_for(sop_uid)}.dcm"
+        buffer = io.BytesIO()
+        photos[0].save_as(buffer, enforce_file_format=True)
+        write_private(path, buffer.getvalue())
+        self._tmp_files.append(path)
+        return path
 
     @staticmethod
     def _find(assoc, level: str, **keys: str) -> list[Dataset]:

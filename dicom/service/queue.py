@@ -143,6 +143,11 @@ class SharedDir:
         shutil.rmtree(self.inputs(job_id), ignore_errors=True)
         shutil.rmtree(self.job_dir(job_id) / "runs", ignore_errors=True)
 
+    def remove_jobs(self, job_ids: Iterable[int]) -> None:
+        """Forget purged jobs (`dermpacs purge`): a late redelivery then finds no job.json and fails."""
+        for job_id in job_ids:
+            shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
+
     def pending_completions(self) -> list[Path]:
         return sorted(self.completions.glob("*.json"), key=lambda p: p.name)
 

@@ -135,6 +135,7 @@ class Worker:
         self._slots: queue_module.Queue[AppProcess] = queue_module.Queue()
         self._lock = threading.Lock()
         self._beat_lock = threading.Lock()
+        self._redis = None
         self.running: set[int] = set()
         self.jobs_done = self.jobs_failed = self.jobs_skipped = 0
         self.started_at = time.time()
@@ -182,6 +183,18 @@ class Worker:
         while not self._stop.wait(self.config.queue.heartbeat_s):
             self.beat()
 
+    def _announce(self, job_id: int) -> None:
+        """Wake the listener (it would find the report within a poll interval anyway)."""
+        from .celery_queue import COMPLETED_CHANNEL, redis_client
+
+        try:
+            if self._redis is None:
+                self._redis = redis_client(self.config)
+            self._redis.publish(COMPLETED_CHANNEL, str(job_id))
+        except Exception as exc:  # noqa: BLE001 - a wake-up only
+            log.debug("completion notice not sent: %s", exc)
+            self._redis = None
+
     # -- one job ----------------------------------------------------------------------------
     def analyse(self, job_id: int) -> str:
         """Run one job; the answer says what happened (for the worker's log)."""
@@ -224,6 +237,7 @@ class Worker:
             else:  # another run was taken meanwhile: this report is only for the record
                 report["already_accepted"] = True
             self.shared.complete(job_id, run_id, report)
+            self._announce(job_id)
         finally:
             shutil.rmtree(local, ignore_errors=True)
             with self._lock:
@@ -242,6 +256,9 @@ def run_worker(config: ServiceConfig, apps: list[str] | None = None, name: str |
     """Consume the queues of this host's apps until SIGTERM (Celery's warm shutdown)."""
     from .celery_queue import TASK_NAME, celery_app, queue_name, redact
 
+    from .service import _raise_stack_limit
+
+    _raise_stack_limit()  # as `dermpacs serve` does: Holoscan (MONAI Deploy) apps want a 32 MiB stack
     gpu = has_gpu() if gpu is None else gpu
     served = worker_apps(config, apps, gpu)
     if not served:

@@ -211,6 +211,10 @@ class TrainingSet:
                 if now - filed > retention_days * 86400:
                     shutil.rmtree(case.folder, ignore_errors=True)
                     removed.append(case.case_id)
+        # Hard links a training run made (an interrupted run keeps its data folder) go too.
+        for case_id in removed:
+            for link in self.root.glob(f"runs/*/*/*/{case_id}.png"):
+                link.unlink(missing_ok=True)
         return removed
 
     def materialize(self, cases: list[Case], target: Path) -> Path:

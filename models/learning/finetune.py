@@ -24,19 +24,18 @@ import subprocess
 import sys
 import time
 import traceback
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from .dataset import Case, TrainingSet, make_private_dir, write_private
 from .registry import ModelRegistry, ModelVersion
+from .trainers import TRAINERS
 
 SYNTHETIC_SEED = 15_015  # the synthetic suite is the same for every candidate and every node
 REPLAY_SEED = 15_016  # replayed synthetic training samples: never the evaluation suite
-SYNTHETIC_LONG_SIDE = 512
-TRAINABLE_APPS = ("facial_vitiligo",)  # apps whose trainer the shared engine runs today
+ENGINES = {"facial_vitiligo": "models.train.train", "vitiligo_lesion": "models.lesion (data, networks, loss)"}
+TRAINABLE_APPS = tuple(TRAINERS)  # apps with a trainer adapter (models/learning/trainers.py)
 
 
 class LearningError(RuntimeError):
@@ -116,7 +115,7 @@ def create_run(config, app: str) -> dict[str, Any]:
                  "weights": str(base.weights)},
         "recipe": {"iterations": learning.iterations, "learning_rate": learning.learning_rate,
                    "batch_size": learning.batch_size, "input_size": learning.input_size,
-                   "holdout_percent": learning.holdout_percent, "engine": "models.train.train",
+                   "holdout_percent": learning.holdout_percent, "engine": ENGINES[app],
                    "synthetic_eval_samples": learning.synthetic_eval_samples,
                    "replay_synthetic": learning.replay_synthetic},
     }
@@ -169,13 +168,16 @@ def execute(config, run_id: str, audit=None) -> dict[str, Any]:
             raise LearningError("the run's corrections are gone (retention?)")
         folder = runs_dir(data_dir) / run_id
         train_data = training_set.materialize(train_cases, folder / "train_data")
-        add_replay(train_data, round(len(train_cases) * run["recipe"].get("replay_synthetic", 0.0)))
+        trainer = TRAINERS[run["app"]]
+        trainer.replay(train_data, round(len(train_cases) * run["recipe"].get("replay_synthetic", 0.0)), REPLAY_SEED)
         held_data = training_set.materialize(held_out, folder / "held_out_data")
         version = f"{base.version.split('-local')[0]}-local.{registry.next_version_number(run['app'])}"
-        weights = _train(run, base, train_data, folder / "out", version)
+        weights = trainer.train(run["recipe"], base.weights, train_data, folder / "out", version,
+                                f"{base.name} fine-tuned on local corrections from {base.id} ({base.version})")
         run["state"] = "evaluating"
         write_run(data_dir, run)
-        evaluation = evaluate_pair(weights, base.weights, held_data, run["recipe"]["synthetic_eval_samples"])
+        evaluation = evaluate_pair(weights, base.weights, held_data, run["recipe"]["synthetic_eval_samples"],
+                                   run["app"])
         evaluation["baseline"] = {"id": base.id, "version": base.version, "weights_sha256": base.weights_sha256}
         evaluation["held_out_cases"] = sorted(run["held_out_cases"])
         info = {"run": run_id, "parent": base.id, "evaluation": evaluation,
@@ -203,22 +205,11 @@ def execute(config, run_id: str, audit=None) -> dict[str, Any]:
         write_run(data_dir, run)
         traceback.print_exc()
         raise
+    finally:  # the run's copies of patient photographs (hard links) do not outlive it
+        import shutil
 
-
-def add_replay(folder: Path, n: int) -> int:
-    """Add ``n`` synthetic samples to a folder dataset (rehearsal: few local photographs must not
-    make the model forget what it learned from the synthetic set). Idempotent for a resumed run."""
-    import cv2
-
-    from models.evaluate import held_out_samples
-
-    for name, s in held_out_samples("synthetic", n, REPLAY_SEED, SYNTHETIC_LONG_SIDE):
-        if (folder / "masks" / f"{name}.png").exists():
-            continue
-        write_private(folder / "images" / f"{name}.png", cv2.imencode(".png", s.image[..., ::-1])[1].tobytes())
-        write_private(folder / "skin" / f"{name}.png", cv2.imencode(".png", s.skin_mask.astype(np.uint8) * 255)[1].tobytes())
-        write_private(folder / "masks" / f"{name}.png", cv2.imencode(".png", s.lesion_mask.astype(np.uint8) * 255)[1].tobytes())
-    return n
+        for sub in ("train_data", "held_out_data"):
+            shutil.rmtree(runs_dir(data_dir) / run_id / sub, ignore_errors=True)
 
 
 def _base_version(registry: ModelRegistry, run: dict[str, Any]) -> ModelVersion:
@@ -228,52 +219,17 @@ def _base_version(registry: ModelRegistry, run: dict[str, Any]) -> ModelVersion:
     return base
 
 
-def _train(run: dict[str, Any], base: ModelVersion, train_data: Path, out: Path, version: str) -> Path:
-    from models.config import load_config
-    from models.inference import config_path_for
-    from models.train import train
-
-    recipe = run["recipe"]
-    cfg = load_config(config_path_for(base.weights))
-    data = replace(cfg.data, source="folder", folder=str(train_data), val_fraction=0.0,
-                   input_size=recipe["input_size"] or cfg.data.input_size)
-    optim = replace(cfg.optim, lr=recipe["learning_rate"], batch_size=recipe["batch_size"],
-                    iterations=recipe["iterations"], warmup_iters=0, lr_schedule="poly")
-    loss = replace(cfg.loss, min_kept=min(cfg.loss.min_kept, data.input_size ** 2 // 4))
-    cfg = replace(cfg, data=data, optim=optim, loss=loss, version=version, init_weights=str(base.weights),
-                  checkpoint_every=max(1, recipe["iterations"] // 10),
-                  description=f"{cfg.name} fine-tuned on local corrections from {base.id} ({base.version})")
-    make_private_dir(out)
-    return train(cfg, out, resume=True, progress=False)
-
-
-def _score(segmenter, samples) -> dict[str, Any]:
-    from models.metrics import Confusion, confusion, f_vitiligo, metrics_from_confusion
-
-    pooled, dices, errors = Confusion(0, 0, 0, 0), [], []
-    for _, s in samples:
-        pred = (segmenter.predict(s.image, s.skin_mask) >= 0.5) & s.skin_mask
-        c = confusion(pred, s.lesion_mask, s.skin_mask)
-        pooled = pooled + c
-        dices.append(metrics_from_confusion(c)["dice"])
-        errors.append(abs(f_vitiligo(pred, s.skin_mask) - f_vitiligo(s.lesion_mask, s.skin_mask)))
-    return {"n": len(dices), "mean_dice": float(np.mean(dices)), "pooled_dice": metrics_from_confusion(pooled)["dice"],
-            "f_vitiligo_abs_error_median_pp": float(np.median(errors))}
-
-
-def evaluate_pair(candidate: Path, active: Path, held_out_folder: Path, synthetic_n: int) -> dict[str, Any]:
+def evaluate_pair(candidate: Path, active: Path, held_out_folder: Path, synthetic_n: int,
+                  app: str = "facial_vitiligo") -> dict[str, Any]:
     """Candidate vs active on the held-out corrections and on the synthetic suite (same samples)."""
-    from models.data import list_folder_dataset, load_folder_sample
-    from models.evaluate import held_out_samples
-    from models.inference import LesionSegmenter
-
-    held = [(n, load_folder_sample(held_out_folder, n)) for n in list_folder_dataset(held_out_folder)]
-    synthetic = list(held_out_samples("synthetic", synthetic_n, SYNTHETIC_SEED, SYNTHETIC_LONG_SIDE))
+    trainer = TRAINERS[app]
+    held = trainer.held_out(held_out_folder)
+    synthetic = trainer.synthetic(synthetic_n, SYNTHETIC_SEED) if synthetic_n else []
     result: dict[str, Any] = {}
     for label, weights in (("candidate", candidate), ("active", active)):
-        seg = LesionSegmenter.load(weights, num_threads=max(1, min(2, os.cpu_count() or 1)))
-        result[label] = {"version": seg.version, "weights_sha256": seg.weights_sha256,
-                         "held_out": _score(seg, held), "synthetic": _score(seg, synthetic) if synthetic else None}
+        identity, held_scores = trainer.score(weights, held)
+        result[label] = {**identity, "held_out": held_scores,
+                         "synthetic": trainer.score(weights, synthetic)[1] if synthetic else None}
     d_held = result["candidate"]["held_out"]["mean_dice"] - result["active"]["held_out"]["mean_dice"]
     d_syn = (result["candidate"]["synthetic"]["mean_dice"] - result["active"]["synthetic"]["mean_dice"]
              if synthetic else 0.0)
@@ -317,7 +273,7 @@ def reevaluate_if_stale(config, candidate: ModelVersion) -> dict[str, Any]:
     folder = runs_dir(config.data_dir) / f"promote-{candidate.id}-{int(time.time())}"
     held_data = training_set.materialize(held_out, folder / "held_out_data")
     evaluation = evaluate_pair(candidate.weights, active.weights, held_data,
-                               config.learning.synthetic_eval_samples)
+                               config.learning.synthetic_eval_samples, candidate.app)
     evaluation["baseline"] = {"id": active.id, "version": active.version, "weights_sha256": active.weights_sha256}
     evaluation["held_out_cases"] = current_held
     registry.update_info(candidate.id, evaluation=evaluation)
@@ -371,7 +327,8 @@ def model_card(app: str, version: str, base: ModelVersion, info: dict[str, Any])
         f"- corrections made with: {', '.join(d['correction_sources'])}",
         "",
         "## Recipe",
-        f"- engine `{r['engine']}` (the shipped training loop: OHEM cross-entropy, augmentation, letterboxing)",
+        f"- engine `{r['engine']}` (the app's own training loop, loss and augmentation), "
+        f"{r.get('replay_synthetic', 0)} synthetic sample(s) replayed per local photograph",
         f"- start: the active model; {r['iterations']} iterations, batch {r['batch_size']}, AdamW lr "
         f"{r['learning_rate']} (poly decay), input {r['input_size'] or 'as the base model'}",
         f"- held-out share: {r['holdout_percent']} % of photographs, fixed by a hash of each photograph",
