@@ -51,7 +51,7 @@ def network():
 class Cluster:
     """redis + listener + workers + PACS, all on loopback, stopped in reverse order."""
 
-    def __init__(self, tmp_path: Path, apps: dict | None = None, rules: list | None = None) -> None:
+    def __init__(self, tmp_path: Path, apps: dict | None = None, rules: list | None = None, **queue) -> None:
         self.tmp = tmp_path
         self.redis = RedisServer(tmp_path / "redis").start()
         self.shared = tmp_path / "shared"
@@ -63,7 +63,7 @@ class Cluster:
             queue={"backend": "celery", "broker": self.redis.url, "shared_dir": str(self.shared),
                    # Test scale: a lost worker is noticed in 3 s; visibility timeout above the 30 s job timeout.
                    "visibility_timeout_s": 45, "heartbeat_s": 0.5, "worker_lost_after_s": 3,
-                   "reconcile_interval_s": 2, "restore_interval_s": 1})
+                   "reconcile_interval_s": 2, "restore_interval_s": 1, **queue})
         self.workers: list[WorkerProcess] = []
 
     def worker(self, name: str, apps: str | None = None, delay_s: float = DELAY_S) -> WorkerProcess:
@@ -211,6 +211,30 @@ def test_a_worker_killed_and_restarted_under_its_name_hands_its_job_on(cluster):
     assert_exactly_once(c, photos)
     reasons = [r["details"]["reason"] for r in c.audit() if r["event"] == "redispatched" and r["job_id"] in lost]
     assert reasons and "restarted" in reasons[0]
+
+
+def test_with_the_listener_down_celery_alone_redelivers_a_killed_workers_job(cluster):
+    """The backstop that needs no listener: late acknowledgement plus the visibility timeout.
+    The listener is down (so no heartbeat fail-over) when a worker dies mid-job; another
+    worker runs the job once the visibility timeout has passed; the restarted listener
+    applies that run."""
+    c = cluster(apps={"pair": {"module": APP, "timeout_s": 8}}, visibility_timeout_s=10, worker_lost_after_s=600)
+    victim = c.worker("w1")
+    c.node.start()
+    _wait(victim.ready, 60, c, "w1 ready")
+    photos = storm(1)
+    assert send_instances(photos, c.node_address()) == [0]
+    _wait(lambda: bool(c.heartbeat("w1").get("running")), 60, c, "w1 running the job")
+    c.node.kill()
+    victim.kill()
+    other = c.worker("w2")
+    _wait(lambda: c.heartbeat("w2").get("jobs_done") == 1, 90, c, "w2 running the job after the visibility timeout")
+    c.node.start()
+    _wait(lambda: c.settled(1), 60, c, "the job applied after the listener's restart")
+    assert_exactly_once(c, photos)
+    analysed = [r for r in c.audit() if r["event"] == "analysed"]
+    assert [r["details"]["worker"] for r in analysed] == [other.name]
+    assert not any(r["event"] == "redispatched" for r in c.audit())
 
 
 # -- the broker away or restarted --------------------------------------------------------------
