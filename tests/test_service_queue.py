@@ -357,6 +357,25 @@ def test_a_worker_serves_only_apps_installed_on_it_and_gpu_apps_only_with_a_gpu(
         worker_apps(config, ["scalp"], gpu=True)
 
 
+# -- a real app -------------------------------------------------------------------------------
+def test_a_real_app_runs_in_a_worker_and_its_seg_and_sr_reach_the_pacs(cluster, tmp_path):
+    """The shipped facial vitiligo app in a `dermpacs worker` (imports, Holoscan stack, models)."""
+    from apps.demo_study import make_demo_study
+
+    c = cluster(apps={"facial_vitiligo": {"module": "apps.facial_vitiligo", "timeout_s": 300}},
+                rules=[{"name": "all", "app": "facial_vitiligo"}], visibility_timeout_s=400)
+    worker = c.worker("w1", apps="facial_vitiligo")
+    c.node.start()
+    _wait(worker.ready, 60, c, "worker ready")
+    study = make_demo_study(tmp_path / "study", seed=5, size=(354, 530))
+    assert send_instances([p.path for p in study], c.node_address()) == [0] * len(study)
+    _wait(lambda: c.settled(1), 240, c, "the study analysed and its results sent")
+    modalities = Counter(pydicom.dcmread(p, stop_before_pixels=True).Modality for p in c.pacs.snapshot().values())
+    assert modalities == Counter({"SEG": len(study), "SR": 1})
+    analysed = next(r for r in c.audit() if r["event"] == "analysed")
+    assert analysed["details"]["worker"] == "w1" and analysed["details"]["model_version"]
+
+
 # -- configuration -----------------------------------------------------------------------------
 def test_queue_switch_in_yaml_and_flags(tmp_path):
     assert load_config().queue.backend == "local"
