@@ -8,6 +8,8 @@
     dermpacs retry  (JOB | --failed | --unrouted) [--config FILE] [--data-dir DIR]
     dermpacs purge  [--dry-run] [--keep-days N] [--config FILE] [--data-dir DIR]
     dermpacs audit export [--since DATE] [--format csv|json] [--output FILE] [--config FILE] [--data-dir DIR]
+    dermpacs learn (collect | train --app APP | status)   [--config FILE] [--data-dir DIR]
+    dermpacs models (list | promote ID | rollback)        [--config FILE] [--data-dir DIR]
 """
 
 from __future__ import annotations
@@ -89,6 +91,10 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--since", help="ISO date or date-time (UTC), e.g. 2026-11-01")
     export.add_argument("--format", choices=("csv", "json"), default="csv")
     export.add_argument("--output", type=Path, help="file to write (default: standard output)")
+
+    from models.learning.cli import add_parsers as add_learning_parsers
+
+    add_learning_parsers(sub, _config_args)
     return parser
 
 
@@ -224,6 +230,10 @@ def _main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "worker":
             return _worker(args)
+        if args.command in ("learn", "models"):
+            from models.learning.cli import run as run_learning
+
+            return run_learning(args, load_config(args.config, data_dir=args.data_dir))
         config, store = _store(args)
         if args.command == "status":
             from dicom.service.health import read_health

@@ -97,6 +97,26 @@ class AppConfig:
     module: str
     timeout_s: float = 600.0
     needs_gpu: bool = False  # queue: celery: only workers that declare a GPU take its jobs
+    # The app compares with the patient's earlier results: before it runs, the service
+    # fetches them into IN/priors/ (dicom/service/priors.py). Names the app's SR
+    # (ManufacturerModelName, e.g. "dermpacs facial vitiligo"); None: no priors.
+    priors_model_name: str | None = None
+
+
+@dataclass(frozen=True)
+class PriorsConfig:
+    """Where and how earlier results are looked up (C-FIND + C-GET) for apps that use priors."""
+
+    source: Destination | None = None  # None: the destination (the PACS that receives results)
+    timeout_s: float = 20.0  # per network operation and for the whole lookup of one job
+    max_studies: int = 50  # earlier studies of the patient considered (most recent kept)
+    # An earlier study of the same patient still being analysed or sent by this service
+    # is waited for (at most this long) before the lookup, so its results are found.
+    wait_for_earlier_s: float = 300.0
+    # Site secret keying tracking UIDs and patient pseudonyms (HMAC-SHA256). Empty: a
+    # random one is created once in data_dir/tracking.key. Keep it when moving servers,
+    # or tracking UIDs of later visits stop matching earlier ones.
+    tracking_secret: str = ""
 
 
 @dataclass(frozen=True)
@@ -169,6 +189,33 @@ class RetentionConfig:
 
 
 @dataclass(frozen=True)
+class AutoPromoteRule:
+    """Promote a candidate without a person when it is better on the held-out corrections
+    by at least ``min_improvement`` (mean Dice, 0-1) measured on at least ``min_cases`` photographs."""
+
+    min_improvement: float = 0.05
+    min_cases: int = 10
+
+
+@dataclass(frozen=True)
+class LearningConfig:
+    """Learning from clinicians' corrected SEGs (``dermpacs learn``, ``dermpacs models``)."""
+
+    holdout_percent: int = 20  # share of corrected photographs never trained on (fixed per photograph)
+    retention_days: float | None = 365  # corrections (patient photographs) older than this are deleted
+    iterations: int = 300  # fine-tuning steps from the active model
+    learning_rate: float = 3e-4
+    batch_size: int = 4
+    input_size: int | None = None  # None: the active model's own input size
+    synthetic_eval_samples: int = 12  # the generic suite a candidate must not forget
+    replay_synthetic: float = 2.0  # synthetic samples mixed into fine-tuning, per local photograph (rehearsal)
+    max_synthetic_drop: float = 0.05  # mean Dice a candidate may lose on the synthetic suite
+    min_train_cases: int = 1
+    auto_promote: AutoPromoteRule | None = None  # None: only a person promotes
+    pacs: Destination | None = None  # where `learn collect` looks (C-FIND/C-GET); None: the destination
+
+
+@dataclass(frozen=True)
 class ServiceConfig:
     ae_title: str = "DERMAI"
     port: int = 11112
@@ -190,10 +237,17 @@ class ServiceConfig:
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     fault_backoff_initial_s: float = 1.0  # scheduler: first wait after a failing round (disk full, DB locked)
     fault_backoff_max_s: float = 60.0
+    learning: LearningConfig = field(default_factory=LearningConfig)
+    priors: PriorsConfig = field(default_factory=PriorsConfig)
 
     @property
     def database(self) -> Path:
         return self.data_dir / "dermpacs.sqlite3"
+
+    @property
+    def models_dir(self) -> Path:
+        """The model registry: versions, and ``active/<app>`` (what the apps load)."""
+        return self.data_dir / "models"
 
     def validate(self) -> "ServiceConfig":
         check_ae_title(self.ae_title, "ae_title")
@@ -228,6 +282,8 @@ class ServiceConfig:
         if self.tls.enabled and self.tls.private_key is None:
             raise ConfigError("tls: a certificate needs its private_key")
         self._check_queue()
+        if self.priors.timeout_s <= 0 or self.priors.max_studies < 1:
+            raise ConfigError("priors: timeout_s must be > 0 and max_studies >= 1")
         return self
 
     def _check_queue(self) -> None:
@@ -295,7 +351,7 @@ def _convert(type_hint: Any, value: Any, key: str) -> Any:
     hint = str(type_hint)
     if value is None:
         return None
-    if key.endswith("destination") and isinstance(value, str):
+    if (key.endswith(("destination", "priors.source")) or hint.startswith("Destination")) and isinstance(value, str):
         return Destination.parse(value)
     if hint.startswith("Destination"):
         return _build(Destination, value, key)
@@ -304,6 +360,16 @@ def _convert(type_hint: Any, value: Any, key: str) -> Any:
         return dataclasses.replace(
             tls, **{f: Path(getattr(tls, f)) for f in ("certificate", "private_key", "ca_certificates") if getattr(tls, f)}
         )
+    if hint.startswith("LearningConfig"):
+        learning = _build(LearningConfig, value, key)
+        if isinstance(learning.auto_promote, dict):
+            learning = dataclasses.replace(learning, auto_promote=_build(AutoPromoteRule, learning.auto_promote,
+                                                                         f"{key}.auto_promote"))
+        if not 0 <= learning.holdout_percent <= 90:
+            raise ConfigError(f"{key}.holdout_percent: {learning.holdout_percent} is not between 0 and 90")
+        return learning
+    if hint.startswith("PriorsConfig"):
+        return _build(PriorsConfig, value, key)
     if hint.startswith("SenderConfig"):
         return _build(SenderConfig, value, key)
     if hint.startswith("QueueConfig"):
