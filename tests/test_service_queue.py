@@ -357,6 +357,24 @@ def test_a_worker_serves_only_apps_installed_on_it_and_gpu_apps_only_with_a_gpu(
         worker_apps(config, ["scalp"], gpu=True)
 
 
+def test_priors_are_looked_up_by_the_listener_before_the_job_is_published(cluster):
+    """An app with priors_model_name gets IN/priors/ as in local mode; the lookup (C-FIND to
+    the PACS) runs on the listener node, and its queries are audited."""
+    c = cluster(apps={"pair": {"module": APP, "timeout_s": 30, "priors_model_name": "pair"}})
+    c.worker("w1", delay_s=0)
+    c.node.start()
+    photos = storm(2)
+    assert send_instances(photos, c.node_address()) == [0] * 2
+    _wait(lambda: c.settled(2), 120, c, "both jobs done")
+    assert_exactly_once(c, photos)
+    audit = c.audit()
+    for job_id in {r["job_id"] for r in audit if r["event"] == "analysed"}:
+        events = [r["event"] for r in audit if r["job_id"] == job_id]
+        assert "priors" in events and events.index("priors") < events.index("analysed")
+        priors = next(r for r in audit if r["job_id"] == job_id and r["event"] == "priors")
+        assert priors["details"]["status"] in ("none", "found", "skipped", "failed"), priors
+
+
 # -- a real app -------------------------------------------------------------------------------
 def test_a_real_app_runs_in_a_worker_and_its_seg_and_sr_reach_the_pacs(cluster, tmp_path):
     """The shipped facial vitiligo app in a `dermpacs worker` (imports, Holoscan stack, models)."""
