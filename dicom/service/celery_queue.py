@@ -269,6 +269,11 @@ class CeleryQueue(AppRunner):
         facts = {"run_id": run_id, "worker": report.get("worker"), "host": report.get("host"),
                  "worker_started_at": report.get("started_at"),
                  "idempotency_key": idempotency_key(uids, job.app, report.get("model_version"))}
+        if report.get("idempotency_key") not in (None, facts["idempotency_key"]):
+            # The job's instances changed since dispatch (a new version superseded one): recorded;
+            # the store's superseded handling decides what is sent.
+            facts["worker_idempotency_key"] = report["idempotency_key"]
+            log.warning("job %d: run %s analysed other inputs than the job now has", job_id, run_id)
         if job.state != "running":
             self.store.audit("duplicate_completion", job_id=job_id, state=job.state, exit_code=report.get("exit_code"),
                              accepted_run=applied[-1] if applied else None, **facts)
