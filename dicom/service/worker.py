@@ -39,7 +39,11 @@ PR_SET_PDEATHSIG = 1
 
 
 def _app_process(conn) -> None:
-    """An app process: dies with its worker, then runs jobs like a local runner's worker."""
+    """An app process: dies with its worker, then runs jobs like a local runner's worker.
+
+    Linux ties PR_SET_PDEATHSIG to the thread that started the process: replacements are
+    started from Celery's pool threads, which live as long as the worker.
+    """
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     except OSError:  # not Linux: orphans finish their job and exit on the closed pipe
