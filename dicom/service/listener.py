@@ -66,6 +66,7 @@ from dicom.correction import SEG_ACCEPTED_TRANSFER_SYNTAXES, SEGMENTATION_STORAG
 from dicom.reader import SUPPORTED_SOP_CLASSES, SUPPORTED_TRANSFER_SYNTAXES
 
 from .config import ListenerConfig, ServiceConfig, TlsConfig
+from .health import ComponentHealth, HealthBoard
 from .logsafe import safe_text
 from .router import routing_header
 from .spool import Spool, is_valid_uid
@@ -383,11 +384,15 @@ class DicomListener:
         store: JobStore,
         spool: Spool,
         on_received: Callable[[str], None] | None = None,
+        health: HealthBoard | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.spool = spool
         self.on_received = on_received
+        # spool or job store unwritable (disk full, DB locked): one log line when it starts and one
+        # when it ends, not a traceback per C-STORE; each refused C-STORE is still logged and audited
+        self.storage_health = ComponentHealth("receiving", 1.0, 60.0, health)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._locks = [threading.Lock() for _ in range(_LOCK_STRIPES)]
@@ -691,7 +696,7 @@ class DicomListener:
                 else:
                     path = self.spool.instance_path(sop_uid)  # a duplicate: nothing written
             except Exception as exc:  # noqa: BLE001 - disk full, permissions, I/O error, DB locked
-                LOG.exception("cannot spool %s", sop_uid)
+                self.storage_health.failed(exc)
                 return self._failure(OUT_OF_RESOURCES, f"cannot store: {type(exc).__name__}", calling=calling,
                                      peer=peer, sop=sop_uid)
             item = ReceivedInstance(
@@ -710,12 +715,13 @@ class DicomListener:
             try:
                 added = self.store.add_instance(item)
             except Exception as exc:  # noqa: BLE001
-                LOG.exception("cannot record %s", sop_uid)
+                self.storage_health.failed(exc)
                 if written:
                     path.unlink(missing_ok=True)  # nothing refers to it; a resend writes it again
                 return self._failure(OUT_OF_RESOURCES, f"cannot record: {type(exc).__name__}", calling=calling,
                                      peer=peer, sop=sop_uid)
 
+        self.storage_health.ok()
         elapsed_ms = (time.perf_counter() - started) * 1000
         if added == "duplicate":
             LOG.info("duplicate %s from %s (same content; kept the first copy) %.0f ms", sop_uid, calling, elapsed_ms)

@@ -358,6 +358,22 @@ class JobStore:
         return Job(row["id"], row["study_instance_uid"], row["series_instance_uid"], row["app"], row["rule"],
                    row["state"], row["attempts"], row["error"])
 
+    def unfinished_jobs(self, app: str, before_id: int) -> list[int]:
+        """Earlier jobs of ``app`` whose results are not yet delivered (queued, running, sending)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id FROM jobs WHERE app=? AND id<? AND state IN ('queued','running','sending') ORDER BY id",
+                (app, before_id),
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def job_states(self, job_ids: list[int]) -> dict[int, str]:
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT id, state FROM jobs WHERE id IN ({','.join('?' * len(job_ids))})", job_ids
+            ).fetchall() if job_ids else []
+        return {r[0]: r[1] for r in rows}
+
     def job_instances(self, job_id: int) -> list[sqlite3.Row]:
         with self._lock:
             return self._db.execute(
@@ -397,8 +413,8 @@ class JobStore:
         """A running job goes back to the queue without using up an attempt (the node stopped it, or
         could not start it); audited as ``retried``."""
         with self._transaction() as db:
-            db.execute("UPDATE jobs SET state='queued', attempts=MAX(attempts-1, 0), updated_at=? "
-                       "WHERE id=? AND state='running'", (time.time(), job_id))
+            db.execute("UPDATE jobs SET state=CASE WHEN superseded_at IS NULL THEN 'queued' ELSE 'superseded' END, "
+                       "attempts=MAX(attempts-1, 0), updated_at=? WHERE id=? AND state='running'", (time.time(), job_id))
             self._audit(db, "retried", job_id=job_id, reason=reason, attempt_refunded=True)
 
     def requeue_as(self, job_id: int, attempt: int) -> None:
