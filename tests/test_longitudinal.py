@@ -176,3 +176,41 @@ def test_trend_picture_is_a_valid_secondary_capture(tmp_path):
     assert back.Manufacturer == "dermpacs"
     with pytest.raises(ValueError):
         TrendPoint(dt.date(2026, 1, 1), 120.0)
+
+
+def test_close_up_site_is_tracked_and_compared_with_the_previous_visit(tmp_path):
+    """Close-ups and prick tests follow a site (its tracking label), no warp: previous value and change."""
+    from dicom.longitudinal import write_manifest
+    from operators.cases import MeasurementGroupResult, PhotoCase
+    from operators.longitudinal_sites import SiteComparisonStep
+
+    closeup = AlgorithmIdentity("dermpacs vitiligo close-up", "test", codes.ARTIFICIAL_INTELLIGENCE, "0" * 64)
+    key = patient_key(SECRET, "SITE", "P-1")
+    site = "Skin of left hand"
+    then_photo = read_photograph(_photo(tmp_path, ME, "SITE", dt.datetime(2026, 1, 5, 9), "then"))
+    group = PhotoMeasurementGroup(then_photo, np.array([[5, 5], [50, 5], [50, 80]]), site, codes.VITILIGO, codes.SKIN,
+                                  [NumericMeasurement(codes.VITILIGO_SKIN_PERCENT, 20.0, codes.PERCENT)],
+                                  tracking_uid=tracking_uid(key, closeup.name, site))
+    job = tmp_path / "job"
+    prior = write_dataset(build_measurement_report([group], closeup), job / PRIORS_FOLDER / "study-001" / "sr.dcm")
+    write_manifest(job / PRIORS_FOLDER, {"status": "found", "reason": "", "tracking_key": key, "studies": [
+        {"study_instance_uid": then_photo.study_instance_uid, "study_date": "20260105", "files": ["study-001/sr.dcm"]}]})
+    now = read_photograph(_photo(job, ME, "SITE", dt.datetime(2026, 4, 6, 9), "now"))
+    cases = [PhotoCase(source=now.path, photo=now, groups=[MeasurementGroupResult(
+        np.array([[5, 5], [50, 5], [50, 80]]), site, codes.VITILIGO, codes.SKIN,
+        [NumericMeasurement(codes.VITILIGO_SKIN_PERCENT, 12.5, codes.PERCENT)]),
+        MeasurementGroupResult(np.array([[5, 5], [50, 5], [50, 80]]), "Skin of right knee", codes.VITILIGO, codes.SKIN,
+                               [NumericMeasurement(codes.VITILIGO_SKIN_PERCENT, 3.0, codes.PERCENT)])])]
+    SiteComparisonStep(job, closeup).process(cases[0])
+    hand, knee = cases[0].groups
+    assert hand.tracking_uid == group.tracking_uid and hand.visit.order == 2
+    values = {m.name.meaning: m.value for m in hand.measurements}
+    assert values["Vitiligo area (percent of visible skin) at previous visit"] == 20.0
+    assert values["Vitiligo area (percent of visible skin) change since previous"] == -7.5
+    assert hand.visit.prior_reports[0][1].SOPInstanceUID == pydicom.dcmread(prior).SOPInstanceUID
+    assert knee.visit.comment.startswith("No comparison") and len(knee.measurements) == 1
+    report = build_measurement_report([PhotoMeasurementGroup(now, g.outline_xy, g.tracking_label, g.finding, g.finding_site,
+                                                             g.measurements, tracking_uid=g.tracking_uid, visit=g.visit)
+                                       for g in cases[0].groups], closeup)
+    path = write_dataset(report, tmp_path / "sr-now.dcm")
+    assert dciodvfy(path).ok, dciodvfy(path).errors

@@ -51,7 +51,7 @@ def network():
 class Cluster:
     """redis + listener + workers + PACS, all on loopback, stopped in reverse order."""
 
-    def __init__(self, tmp_path: Path, apps: dict | None = None, rules: list | None = None) -> None:
+    def __init__(self, tmp_path: Path, apps: dict | None = None, rules: list | None = None, **queue) -> None:
         self.tmp = tmp_path
         self.redis = RedisServer(tmp_path / "redis").start()
         self.shared = tmp_path / "shared"
@@ -63,7 +63,7 @@ class Cluster:
             queue={"backend": "celery", "broker": self.redis.url, "shared_dir": str(self.shared),
                    # Test scale: a lost worker is noticed in 3 s; visibility timeout above the 30 s job timeout.
                    "visibility_timeout_s": 45, "heartbeat_s": 0.5, "worker_lost_after_s": 3,
-                   "reconcile_interval_s": 2, "restore_interval_s": 1})
+                   "reconcile_interval_s": 2, "restore_interval_s": 1, **queue})
         self.workers: list[WorkerProcess] = []
 
     def worker(self, name: str, apps: str | None = None, delay_s: float = DELAY_S) -> WorkerProcess:
@@ -213,6 +213,30 @@ def test_a_worker_killed_and_restarted_under_its_name_hands_its_job_on(cluster):
     assert reasons and "restarted" in reasons[0]
 
 
+def test_with_the_listener_down_celery_alone_redelivers_a_killed_workers_job(cluster):
+    """The backstop that needs no listener: late acknowledgement plus the visibility timeout.
+    The listener is down (so no heartbeat fail-over) when a worker dies mid-job; another
+    worker runs the job once the visibility timeout has passed; the restarted listener
+    applies that run."""
+    c = cluster(apps={"pair": {"module": APP, "timeout_s": 8}}, visibility_timeout_s=10, worker_lost_after_s=600)
+    victim = c.worker("w1")
+    c.node.start()
+    _wait(victim.ready, 60, c, "w1 ready")
+    photos = storm(1)
+    assert send_instances(photos, c.node_address()) == [0]
+    _wait(lambda: bool(c.heartbeat("w1").get("running")), 60, c, "w1 running the job")
+    c.node.kill()
+    victim.kill()
+    other = c.worker("w2")
+    _wait(lambda: c.heartbeat("w2").get("jobs_done") == 1, 90, c, "w2 running the job after the visibility timeout")
+    c.node.start()
+    _wait(lambda: c.settled(1), 60, c, "the job applied after the listener's restart")
+    assert_exactly_once(c, photos)
+    analysed = [r for r in c.audit() if r["event"] == "analysed"]
+    assert [r["details"]["worker"] for r in analysed] == [other.name]
+    assert not any(r["event"] == "redispatched" for r in c.audit())
+
+
 # -- the broker away or restarted --------------------------------------------------------------
 def test_jobs_wait_in_sqlite_while_the_broker_is_down_and_go_when_it_returns(cluster):
     c = cluster()
@@ -331,6 +355,43 @@ def test_a_worker_serves_only_apps_installed_on_it_and_gpu_apps_only_with_a_gpu(
     assert set(worker_apps(config, ["gpu_pair"], gpu=True)) == {"gpu_pair"}
     with pytest.raises(ValueError, match="not configured"):
         worker_apps(config, ["scalp"], gpu=True)
+
+
+def test_priors_are_looked_up_by_the_listener_before_the_job_is_published(cluster):
+    """An app with priors_model_name gets IN/priors/ as in local mode; the lookup (C-FIND to
+    the PACS) runs on the listener node, and its queries are audited."""
+    c = cluster(apps={"pair": {"module": APP, "timeout_s": 30, "priors_model_name": "pair"}})
+    c.worker("w1", delay_s=0)
+    c.node.start()
+    photos = storm(2)
+    assert send_instances(photos, c.node_address()) == [0] * 2
+    _wait(lambda: c.settled(2), 120, c, "both jobs done")
+    assert_exactly_once(c, photos)
+    audit = c.audit()
+    for job_id in {r["job_id"] for r in audit if r["event"] == "analysed"}:
+        events = [r["event"] for r in audit if r["job_id"] == job_id]
+        assert "priors" in events and events.index("priors") < events.index("analysed")
+        priors = next(r for r in audit if r["job_id"] == job_id and r["event"] == "priors")
+        assert priors["details"]["status"] in ("none", "found", "skipped", "failed"), priors
+
+
+# -- a real app -------------------------------------------------------------------------------
+def test_a_real_app_runs_in_a_worker_and_its_seg_and_sr_reach_the_pacs(cluster, tmp_path):
+    """The shipped facial vitiligo app in a `dermpacs worker` (imports, Holoscan stack, models)."""
+    from apps.demo_study import make_demo_study
+
+    c = cluster(apps={"facial_vitiligo": {"module": "apps.facial_vitiligo", "timeout_s": 300}},
+                rules=[{"name": "all", "app": "facial_vitiligo"}], visibility_timeout_s=400)
+    worker = c.worker("w1", apps="facial_vitiligo")
+    c.node.start()
+    _wait(worker.ready, 60, c, "worker ready")
+    study = make_demo_study(tmp_path / "study", seed=5, size=(354, 530))
+    assert send_instances([p.path for p in study], c.node_address()) == [0] * len(study)
+    _wait(lambda: c.settled(1), 240, c, "the study analysed and its results sent")
+    modalities = Counter(pydicom.dcmread(p, stop_before_pixels=True).Modality for p in c.pacs.snapshot().values())
+    assert modalities == Counter({"SEG": len(study), "SR": 1})
+    analysed = next(r for r in c.audit() if r["event"] == "analysed")
+    assert analysed["details"]["worker"] == "w1" and analysed["details"]["model_version"]
 
 
 # -- configuration -----------------------------------------------------------------------------

@@ -32,6 +32,7 @@ import shutil
 import threading
 import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +164,13 @@ class CeleryQueue(AppRunner):
         self._accepted: list[tuple[int, str]] = []  # marked in the shared folder next round, after the sender woke
         self._stopping = threading.Event()
         self._notices, self._notify = multiprocessing.Pipe(duplex=False)
+        self._notify_lock = threading.Lock()
+        # Priors are fetched here, on the node that talks to the PACS, before a job is published
+        # (the worker's app finds them in IN/priors/ as in local mode); a slow PACS holds up
+        # only that job, never the scheduler.
+        self._priors_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="dermpacs-priors")
+        self._priors: dict[int, Future] = {}
+        self._priors_done: set[int] = set()  # looked up, not yet published (the broker may be away)
 
     # -- runner interface -------------------------------------------------------------------
     def start(self) -> None:
@@ -177,6 +185,7 @@ class CeleryQueue(AppRunner):
 
     def stop(self) -> None:
         self._stopping.set()
+        self._priors_pool.shutdown(wait=False, cancel_futures=True)
         if self._redis is not None:
             self._redis.close()
         if self._celery is not None:
@@ -185,6 +194,10 @@ class CeleryQueue(AppRunner):
     def result_pipes(self) -> list:
         """Readable when a worker announces a completion, so the scheduler need not wait a poll interval."""
         return [self._notices]
+
+    def _wake(self, *_: Any) -> None:
+        with self._notify_lock:
+            self._notify.send_bytes(b"1")
 
     def _listen_for_completions(self) -> None:
         """Relay workers' completion notices (job ids on a Redis channel) to ``result_pipes``.
@@ -199,7 +212,7 @@ class CeleryQueue(AppRunner):
                 pubsub.subscribe(COMPLETED_CHANNEL)
                 while not self._stopping.is_set():
                     if pubsub.get_message(timeout=1.0) is not None:
-                        self._notify.send_bytes(b"1")
+                        self._wake()
             except Exception as exc:  # noqa: BLE001 - the broker is away; the poll interval still finds reports
                 log.debug("completion notices unavailable: %s", exc)
                 self._stopping.wait(2.0)
@@ -256,6 +269,11 @@ class CeleryQueue(AppRunner):
         facts = {"run_id": run_id, "worker": report.get("worker"), "host": report.get("host"),
                  "worker_started_at": report.get("started_at"),
                  "idempotency_key": idempotency_key(uids, job.app, report.get("model_version"))}
+        if report.get("idempotency_key") not in (None, facts["idempotency_key"]):
+            # The job's instances changed since dispatch (a new version superseded one): recorded;
+            # the store's superseded handling decides what is sent.
+            facts["worker_idempotency_key"] = report["idempotency_key"]
+            log.warning("job %d: run %s analysed other inputs than the job now has", job_id, run_id)
         if job.state != "running":
             self.store.audit("duplicate_completion", job_id=job_id, state=job.state, exit_code=report.get("exit_code"),
                              accepted_run=applied[-1] if applied else None, **facts)
@@ -322,8 +340,13 @@ class CeleryQueue(AppRunner):
             if app not in self.config.apps:
                 self.store.fail_job(job_id, f"app {app!r} is not configured")
                 continue
-            instances = self.store.job_instances(job_id)
-            self.shared.prepare(job_id, app, [r["sop_instance_uid"] for r in instances], [Path(r["path"]) for r in instances])
+            if job_id not in self._priors:
+                instances = self.store.job_instances(job_id)
+                model_dir = self.shared.publish_model(app, self.config.models_dir / "active" / app)
+                self.shared.prepare(job_id, app, [r["sop_instance_uid"] for r in instances],
+                                    [Path(r["path"]) for r in instances], model_dir)
+            if not self._priors_ready(job_id, app):
+                continue
             try:
                 task_id, published_at = self._publish(job_id, app)
             except _broker_errors() as exc:
@@ -333,9 +356,32 @@ class CeleryQueue(AppRunner):
                 db.execute("UPDATE jobs SET state='running', attempts=attempts+1, updated_at=? WHERE id=? AND state='queued'",
                            (published_at, job_id))
                 JobStore._audit(db, "dispatched", job_id=job_id, app=app, queue=queue_name(app), task_id=task_id)
+            self._priors_done.discard(job_id)
             log.info("job %d: %s dispatched to queue %s", job_id, app, queue_name(app))
         if queued:
             self._broker_back()
+
+    def _priors_ready(self, job_id: int, app: str) -> bool:
+        """For an app with ``priors_model_name``: start the lookup, or say whether it has ended."""
+        model_name = self.config.apps[app].priors_model_name
+        if not model_name or job_id in self._priors_done:
+            return True
+        future = self._priors.get(job_id)
+        if future is None:
+            from .priors import fetch_priors, priors_request
+
+            from dicom.longitudinal import PRIORS_FOLDER
+
+            shutil.rmtree(self.shared.inputs(job_id) / PRIORS_FOLDER, ignore_errors=True)  # a crash's half lookup
+            request = priors_request(self.config, model_name, self.store, job_id, app)
+            future = self._priors[job_id] = self._priors_pool.submit(fetch_priors, request, self.shared.inputs(job_id))
+            future.add_done_callback(self._wake)
+            return False
+        if not future.done():
+            return False
+        del self._priors[job_id]
+        self._priors_done.add(job_id)
+        return True
 
     def _redispatch(self, job_id: int, app: str, reason: str, count_attempt: bool) -> bool:
         job = self.store.job(job_id)

@@ -117,7 +117,18 @@ class SharedDir:
         return self.job_dir(job_id) / "runs" / run_id
 
     # -- listener side ----------------------------------------------------------------------
-    def prepare(self, job_id: int, app: str, sop_instance_uids: list[str], files: list[Path]) -> None:
+    def publish_model(self, app: str, active: Path) -> Path | None:
+        """A locally promoted model version (``models/active/<app>``), copied once for the workers."""
+        if not active.exists():
+            return None
+        version = active.resolve()
+        target = self.root / "models" / app / version.name
+        if not target.exists():
+            publish_folder(version, target)
+        return target
+
+    def prepare(self, job_id: int, app: str, sop_instance_uids: list[str], files: list[Path],
+                model_dir: Path | None = None) -> None:
         """Inputs and job.json of a queued job: new, or put back by `dermpacs retry` (then the
         earlier accepted run no longer stands and its inputs were removed)."""
         (self.job_dir(job_id) / "accepted").unlink(missing_ok=True)
@@ -135,6 +146,7 @@ class SharedDir:
         if not (self.job_dir(job_id) / "job.json").exists():  # last: its presence says the inputs are complete
             write_json(self.job_dir(job_id) / "job.json", {"job_id": job_id, "app": app,
                                                            "sop_instance_uids": sop_instance_uids,
+                                                           "model_dir": str(model_dir) if model_dir else None,
                                                            "created_at": time.time()})
 
     def accept(self, job_id: int, run_id: str) -> None:

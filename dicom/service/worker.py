@@ -39,7 +39,11 @@ PR_SET_PDEATHSIG = 1
 
 
 def _app_process(conn) -> None:
-    """An app process: dies with its worker, then runs jobs like a local runner's worker."""
+    """An app process: dies with its worker, then runs jobs like a local runner's worker.
+
+    Linux ties PR_SET_PDEATHSIG to the thread that started the process: replacements are
+    started from Celery's pool threads, which live as long as the worker.
+    """
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     except OSError:  # not Linux: orphans finish their job and exit on the closed pipe
@@ -62,9 +66,10 @@ class AppProcess:
         self.process.start()
         child.close()
 
-    def run(self, module: str, inputs: Path, outputs: Path, timeout_s: float) -> tuple[int, str | None]:
+    def run(self, module: str, inputs: Path, outputs: Path, timeout_s: float,
+            args: list[str] | None = None) -> tuple[int, str | None]:
         """(exit code, error): the app's own answer, or why there is none (crash, timeout)."""
-        self.conn.send((module, str(inputs), str(outputs)))
+        self.conn.send((module, str(inputs), str(outputs), args or [], None))
         deadline = time.monotonic() + timeout_s
         while True:
             if self.conn.poll(min(1.0, max(deadline - time.monotonic(), 0.0))):
@@ -224,7 +229,9 @@ class Worker:
             else:
                 slot = self._slots.get()
                 try:
-                    code, error = slot.run(app.module, self.shared.inputs(job_id), outputs, app.timeout_s)
+                    # The listener's promoted model version, if any (else the app's shipped one).
+                    model_args = ["-m", job["model_dir"]] if job.get("model_dir") else []
+                    code, error = slot.run(app.module, self.shared.inputs(job_id), outputs, app.timeout_s, model_args)
                 finally:
                     self._slots.put(slot)
             results = read_json(outputs / "results.json") or {}

@@ -90,6 +90,10 @@ def facial_follow_up(folder: Path, seed: int = 7) -> Path:
     work = folder.parent / "follow-up-visits"
     baseline, follow_up = make_demo_visits(work / "study", remaining=(1.0, 0.5), seed=seed, views=("frontal",),
                                            size=(708, 1060))
+    key = patient_key(b"e2e", DEMO_ISSUER, DEMO_PATIENT.patient_id)
+    # The baseline as the service analysed it: the PACS was asked and had nothing earlier.
+    write_manifest(baseline.photographs[0].path.parent / PRIORS_FOLDER,
+                   {"status": "none", "reason": "no earlier results", "tracking_key": key, "studies": []})
     subprocess.run([sys.executable, "-m", "apps.facial_vitiligo", "-i", str(baseline.photographs[0].path.parent),
                     "-o", str(work / "baseline-out")], cwd=REPO, check=True, capture_output=True, timeout=600)
     priors = folder / PRIORS_FOLDER / "study-001"
@@ -97,7 +101,7 @@ def facial_follow_up(folder: Path, seed: int = 7) -> Path:
     for path in (*(work / "baseline-out").glob("S*_*.dcm"), baseline.photographs[0].path):
         shutil.copy(path, priors / path.name)
     write_manifest(folder / PRIORS_FOLDER, {
-        "status": "found", "reason": "e2e", "tracking_key": patient_key(b"e2e", DEMO_ISSUER, DEMO_PATIENT.patient_id),
+        "status": "found", "reason": "e2e", "tracking_key": key,
         "studies": [{"study_instance_uid": baseline.study_instance_uid, "study_date": baseline.date.strftime("%Y%m%d"),
                      "files": sorted(f"study-001/{p.name}" for p in priors.iterdir())}]})
     return Path(shutil.copy(follow_up.photographs[0].path, folder / "face_frontal.dcm"))

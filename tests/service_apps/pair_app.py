@@ -21,7 +21,7 @@ def main(argv: list[str]) -> int:
     outputs.mkdir(parents=True, exist_ok=True)
     delay = float(os.environ.get("DERMPACS_TEST_APP_DELAY_S", "0"))
     cases = []
-    photos = [(path, pydicom.dcmread(path)) for path in sorted(inputs.iterdir())]  # read first, as apps do
+    photos = [(path, pydicom.dcmread(path)) for path in sorted(inputs.iterdir()) if path.is_file()]  # read first
     for n, (path, ds) in enumerate(photos, start=1):
         time.sleep(delay)
         source_uid = ds.SOPInstanceUID
