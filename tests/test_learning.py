@@ -185,9 +185,13 @@ def clinic(tmp_path_factory, face_masker):
                 for photo in photos:
                     orthanc.upload(photo.path)
                 studies = sorted({pydicom.dcmread(p.path, stop_before_pixels=True).StudyInstanceUID for p in photos})
-                wait_until(lambda: sum(len(orthanc.find_instances(s, "SEG")) for s in studies) == len(photos)
-                           and all(orthanc.find_instances(s, "SR") for s in studies), 300,
-                           interval=1, what=f"SEG + SR of every photograph\n{node.log_tail()}")
+                try:
+                    wait_until(lambda: sum(len(orthanc.find_instances(s, "SEG")) for s in studies) >= len(photos)
+                               and all(orthanc.find_instances(s, "SR") for s in studies), 300, interval=1,
+                               what="SEG + SR of every photograph")
+                except TimeoutError as exc:  # say where it stopped: dermpacs, or Orthanc's forwarding jobs
+                    raise TimeoutError(f"{exc}\n{node.log_tail()}\nOrthanc jobs: "
+                                       f"{[j['State'] for j in orthanc.jobs()]}\n{orthanc.log_tail()}") from None
                 yield {"orthanc": orthanc, "node": node, "photos": photos, "tmp": tmp}
 
 

@@ -142,3 +142,31 @@ def test_close_up_corrections_fine_tune_the_close_up_model(tmp_path):
     assert evaluation["candidate"]["held_out"]["n"] == len(ts.split("vitiligo_lesion")[1])
     card = candidate.weights.with_suffix(".md").read_text()
     assert "models.lesion" in card and "1.2.3." not in card
+
+
+def test_prick_test_corrections_fine_tune_the_prick_model(tmp_path):
+    """Wheal (the lesion) and Erythema segments become the prick engine's label maps."""
+    import yaml
+
+    from models.learning.dataset import TrainingSet
+    from models.learning.finetune import create_run, execute
+    from models.learning.registry import ModelRegistry
+    from models.prick.synthetic import generate_sample
+
+    config_path = tmp_path / "dermpacs.yaml"
+    config_path.write_text(yaml.safe_dump({"data_dir": str(tmp_path / "data"), "learning": {
+        "holdout_percent": 50, "iterations": 4, "batch_size": 2, "synthetic_eval_samples": 1, "replay_synthetic": 0.5,
+        "input_size": 256}}))
+    config = load_config(config_path)
+    ts = TrainingSet(config.data_dir, 50)
+    index = 0
+    while not all(ts.split("skin_prick")):
+        s = generate_sample(88, index, size=(256, 256))
+        ts.add("skin_prick", f"1.2.4.{index + 1}", s.image, s.label == 2, None, {"photograph_date": "20261120"},
+               extra={"erythema": s.label >= 1})
+        index += 1
+    finished = execute(config, create_run(config, "skin_prick")["id"])
+    assert finished["state"] == "done"
+    candidate = ModelRegistry(config.models_dir).get(finished["candidate"])
+    assert candidate.app == "skin_prick" and candidate.version.startswith("0.1.0-local.")
+    assert candidate.info["evaluation"]["candidate"]["held_out"]["n"] == len(ts.split("skin_prick")[1])

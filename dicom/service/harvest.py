@@ -25,6 +25,7 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelGet,
 )
 
+from dicom.seg import MANUFACTURER
 from models.learning.dataset import case_id_for, make_private_dir, write_private
 
 from .config import PHOTOGRAPH_SOP_CLASSES, Destination, ServiceConfig
@@ -125,6 +126,9 @@ class Harvester:
             segs = list(received)
             for ds in segs:
                 uid = str(ds.SOPInstanceUID)
+                if str(ds.get("Manufacturer", "")).strip().lower() == MANUFACTURER:
+                    seen[uid] = "dermpacs result"  # our own SEG: remembered, not a refusal
+                    continue
                 outcome = self.filer.file(ds, "harvested", calling_ae=self.pacs.ae_title)
                 report.outcomes.append(outcome)
                 seen[uid] = "filed" if outcome.filed else "refused"

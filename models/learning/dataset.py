@@ -218,11 +218,12 @@ class TrainingSet:
         return removed
 
     def materialize(self, cases: list[Case], target: Path) -> Path:
-        """A folder dataset (images/, masks/, skin/) of these cases, hard-linked, for ``models.train``."""
-        for sub in ("images", "masks", "skin"):
+        """A folder dataset (images/, masks/, skin/, erythema/) of these cases, hard-linked, for the trainers."""
+        for sub in ("images", "masks", "skin", "erythema"):
             make_private_dir(target / sub)
         for case in cases:
-            for src, sub in (("image.png", "images"), ("mask.png", "masks"), ("skin.png", "skin")):
+            for src, sub in (("image.png", "images"), ("mask.png", "masks"), ("skin.png", "skin"),
+                             ("erythema.png", "erythema")):
                 source = case.folder / src
                 dest = target / sub / f"{case.case_id}.png"
                 if source.exists() and not dest.exists():

@@ -34,7 +34,8 @@ from .trainers import TRAINERS
 
 SYNTHETIC_SEED = 15_015  # the synthetic suite is the same for every candidate and every node
 REPLAY_SEED = 15_016  # replayed synthetic training samples: never the evaluation suite
-ENGINES = {"facial_vitiligo": "models.train.train", "vitiligo_lesion": "models.lesion (data, networks, loss)"}
+ENGINES = {"facial_vitiligo": "models.train.train", "vitiligo_lesion": "models.lesion (data, networks, loss)",
+           "skin_prick": "models.prick.train.train"}
 TRAINABLE_APPS = tuple(TRAINERS)  # apps with a trainer adapter (models/learning/trainers.py)
 
 

@@ -193,4 +193,84 @@ class CloseUpTrainer:
         return {"version": seg.version, "weights_sha256": seg.weights_sha256}, (_scores(rows) if rows else None)
 
 
-TRAINERS = {t.app: t for t in (FacialTrainer(), CloseUpTrainer())}
+class PrickTrainer:
+    """The prick-test U-Net (background, erythema halo, wheal): ``models.prick.train.train`` from the
+    active weights. Corrections carry Wheal (the lesion) and Erythema; the engine reads label maps."""
+
+    app = "skin_prick"
+
+    @staticmethod
+    def _label_folder(folder: Path, target: Path) -> Path:
+        """images/ + masks/ (wheal) + erythema/ -> the prick engine's images/ + masks/ (0/1/2 label maps)."""
+        for sub in ("images", "masks"):
+            make_private_dir(target / sub)
+        for image in sorted((folder / "images").glob("*.png")):
+            wheal = cv2.imread(str(folder / "masks" / image.name), cv2.IMREAD_GRAYSCALE) > 0
+            ery_path = folder / "erythema" / image.name
+            erythema = (cv2.imread(str(ery_path), cv2.IMREAD_GRAYSCALE) > 0) if ery_path.exists() else wheal
+            label = np.where(wheal, 2, np.where(erythema, 1, 0)).astype(np.uint8)
+            write_private(target / "masks" / image.name, _png(label))
+            link = target / "images" / image.name
+            if not link.exists():
+                link.hardlink_to(image)
+        return target
+
+    def train(self, recipe: dict[str, Any], base_weights: Path, train_data: Path, out: Path, version: str,
+              description: str) -> Path:
+        from models.prick.config import load_config
+        from models.prick.data import list_folder_dataset
+        from models.prick.train import train
+
+        cfg = load_config(base_weights.with_suffix(".yaml"))
+        epochs = 10
+        optim = replace(cfg.optim, lr=recipe["learning_rate"], batch_size=recipe["batch_size"], epochs=epochs,
+                        iterations_per_epoch=max(1, recipe["iterations"] // epochs), early_stopping_patience=epochs,
+                        max_minutes=0.0)
+        data = replace(cfg.data, source="folder", folder=None,
+                       input_size=recipe["input_size"] or cfg.data.input_size)
+        cfg = replace(cfg, version=version, init_weights=str(base_weights), optim=optim, data=data,
+                      description=description)
+        make_private_dir(out)
+        labels = self._label_folder(train_data, out / "labels")
+        names = list_folder_dataset(labels)
+        # Validation (which epoch to keep) on the training photographs: the held-out ones are never seen.
+        weights = out / f"{cfg.name}.pt"
+        summary = train(cfg, out, folder=str(labels), train_names=names, val_names=names, log=lambda _m: None)
+        with open(out / "train_log.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"iteration": int(summary["iterations"]), "time": time.time()}) + "\n")
+        import shutil
+
+        shutil.rmtree(out / "labels", ignore_errors=True)
+        return weights
+
+    def held_out(self, folder: Path) -> list:
+        from models.prick.data import list_folder_dataset, load_folder_sample
+
+        labels = self._label_folder(folder, folder / "labels")
+        return [(name, load_folder_sample(labels, name)) for name in list_folder_dataset(labels)]
+
+    def synthetic(self, n: int, seed: int) -> list:
+        from models.prick.synthetic import generate_sample
+
+        return [(f"synthetic_{i:04d}", (s.image, s.label)) for i, s in
+                ((i, generate_sample(seed, i, size=(SYNTHETIC_LONG_SIDE, SYNTHETIC_LONG_SIDE))) for i in range(n))]
+
+    def replay(self, folder: Path, n: int, seed: int) -> None:
+        for name, (image, label) in self.synthetic(n, seed):
+            if not (folder / "masks" / f"{name}.png").exists():
+                _write_sample(folder, name, image, label == 2, np.ones(label.shape, bool))
+                write_private(folder / "erythema" / f"{name}.png", _png((label >= 1).astype(np.uint8) * 255))
+
+    def score(self, weights: Path, samples: list) -> tuple[dict[str, str], dict[str, Any] | None]:
+        from models.prick.inference import PrickSegmenter
+
+        seg = PrickSegmenter.load(weights)
+        rows = []
+        for _, (image, label) in samples:
+            _, wheal = seg.predict(image)
+            everything = np.ones(label.shape, bool)
+            rows.append((wheal, label == 2, everything, everything))
+        return {"version": seg.version, "weights_sha256": seg.weights_sha256}, (_scores(rows) if rows else None)
+
+
+TRAINERS = {t.app: t for t in (FacialTrainer(), CloseUpTrainer(), PrickTrainer())}
