@@ -128,7 +128,10 @@ def test_photographs_stored_in_orthanc_come_back_as_seg_and_sr(netns, tmp_path, 
             others = make_demo_study(tmp_path / "more", seed=9, views=("frontal",), size=(708, 1060))
             storescu(node.port, [others[0].path], calling_ae="STORESCU", called_ae="DERMAI")
             study2 = pydicom.dcmread(others[0].path, stop_before_pixels=True).StudyInstanceUID
-            wait_until(lambda: len(orthanc.find_instances(study2, "SEG")) == 1, 120, what="SEG from storescu")
+            # The same demo patient: when this study is the later visit, a change-since-baseline
+            # SEG (and a trend picture) join its own SEG, so wait for the SR and count at least one.
+            wait_until(lambda: orthanc.find_instances(study2, "SR") and orthanc.find_instances(study2, "SEG"), 120,
+                       what="SEG and SR of the study sent by storescu")
 
             audit = json.loads(node.cli("audit", "export", "--format", "json").stdout)
             events = {r["event"] for r in audit}
