@@ -50,6 +50,16 @@ def sample_fitzpatrick(rng: np.random.Generator) -> float:
     return float(min(6.0, k + rng.uniform(0.0, 1.0) if k < 6 else 6.0 - rng.uniform(0, 0.3)))
 
 
+def skin_type_of(fitz: float) -> int:
+    """Fitzpatrick type (1..6) of a continuous value: type k covers [k, k + 1)."""
+    return int(np.clip(np.floor(fitz), 1, 6))
+
+
+def fitzpatrick_of_type(skin_type: int, rng: np.random.Generator) -> float:
+    """A continuous value inside type ``skin_type``."""
+    return float(skin_type + rng.uniform(0, 1)) if skin_type < 6 else float(6.0 - rng.uniform(0, 0.3))
+
+
 def skin_type_rgb(fitz: float) -> np.ndarray:
     """Interpolated unexposed-skin sRGB of a continuous Fitzpatrick value."""
     lo = int(np.clip(np.floor(fitz), 1, 6))
@@ -153,12 +163,13 @@ def colour_cast(image: np.ndarray, rng: np.random.Generator, strength: float = 0
     return np.clip(image.astype(np.float32) * gains[None, None, :], 0, 255).astype(np.uint8)
 
 
-def synthetic_face_sample(rng: np.random.Generator, long_side: int, uv: bool) -> SyntheticSample:
+def synthetic_face_sample(rng: np.random.Generator, long_side: int, uv: bool,
+                          fitz: float | None = None, extent: float | None = None) -> SyntheticSample:
     """A rendered face ROI with v2 lesions (extent, colour, symmetry, skin type)."""
     aspect = rng.uniform(1.0, 1.45)
     h, w = long_side, max(32, int(round(long_side / aspect)))
-    fitz = sample_fitzpatrick(rng)
-    extent = sample_extent(rng)
+    fitz = sample_fitzpatrick(rng) if fitz is None else float(fitz)
+    extent = sample_extent(rng) if extent is None else float(extent)
     lesion_rgb = sample_lesion_rgb(rng)
 
     def lesions(layout: FaceLayout, r: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -169,7 +180,7 @@ def synthetic_face_sample(rng: np.random.Generator, long_side: int, uv: bool) ->
     if not uv and rng.random() < 0.6:
         s.image[:] = colour_cast(s.image, rng)
         s.image[~s.skin_mask] = 0
-    s.meta.update({"source": "synthetic", "skin_type": int(np.clip(round(fitz - 0.5), 1, 6)),
+    s.meta.update({"source": "synthetic", "skin_type": skin_type_of(fitz),
                    "extent_target": extent})
     return s
 
@@ -266,7 +277,7 @@ def portrait_sample(rng: np.random.Generator, long_side: int, uv: bool,
     out = _photo_effects(out, roi_skin, rng, uv)
     out[~roi_skin] = 0
     return SyntheticSample(out, lesion & roi_skin, roi_skin, uv=uv,
-                           meta={"source": name, "skin_type": int(np.clip(round(fitz - 0.5), 1, 6)),
+                           meta={"source": name, "skin_type": skin_type_of(fitz),
                                  "fitzpatrick": fitz, "extent_target": extent})
 
 
@@ -297,16 +308,19 @@ def _photo_effects(image: np.ndarray, skin: np.ndarray, rng: np.random.Generator
 
 def generate_face_sample(rng: np.random.Generator, long_side: int = 384, uv_fraction: float = 0.3,
                          portrait_fraction: float = 0.35, uv: bool | None = None,
-                         source: str | None = None) -> SyntheticSample:
-    """One v2 training/evaluation face ROI; ``meta`` carries source, skin_type, uv."""
+                         source: str | None = None, fitz: float | None = None,
+                         extent: float | None = None) -> SyntheticSample:
+    """One v2 training/evaluation face ROI; ``meta`` carries source, skin_type, uv.
+    ``source``: "synthetic", "portrait" (either real portrait) or a name in PORTRAITS."""
     if uv is None:
         uv = bool(rng.random() < uv_fraction)
     if source is None:
         source = "portrait" if rng.random() < portrait_fraction else "synthetic"
     if source == "synthetic":
-        s = synthetic_face_sample(rng, long_side, uv)
+        s = synthetic_face_sample(rng, long_side, uv, fitz=fitz, extent=extent)
     else:
-        s = portrait_sample(rng, long_side, uv, name=None if source == "portrait" else source)
+        s = portrait_sample(rng, long_side, uv, name=None if source == "portrait" else source,
+                            fitz=fitz, extent=extent)
     s.meta["roi_long_side"] = int(long_side)
     return s
 
