@@ -45,6 +45,7 @@ def main() -> int:
     from operators.facial_vitiligo_measurement import FacialVitiligoMeasurementStep
     from operators.lesion_segmentation import LesionSegmentationStep
     from operators.photo_loader import PhotoLoadStep
+    from operators.quality_check import QualityCheckStep
     from operators.seg_writer import SegWriterStep
     from operators.sr_writer import SrWriterStep
 
@@ -60,6 +61,7 @@ def main() -> int:
         FaceSkinMaskStep(masker),
         LesionSegmentationStep(segmenter),
         FacialVitiligoMeasurementStep(),
+        QualityCheckStep(),
         SegWriterStep(work / "out", algorithm),
         SrWriterStep(work / "out", algorithm),
     ]

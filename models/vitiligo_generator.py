@@ -47,17 +47,17 @@ EXTENT_BINS = ((0.0, 5.0), (5.0, 25.0), (25.0, 50.0), (50.0, 95.0))
 def sample_fitzpatrick(rng: np.random.Generator) -> float:
     """Continuous skin type in [1, 6], type k drawn with SKIN_TYPE_WEIGHTS[k-1]."""
     k = int(rng.choice(6, p=SKIN_TYPE_WEIGHTS / SKIN_TYPE_WEIGHTS.sum())) + 1
-    return float(min(6.0, k + rng.uniform(0.0, 1.0) if k < 6 else 6.0 - rng.uniform(0, 0.3)))
+    return fitzpatrick_of_type(k, rng)
 
 
 def skin_type_of(fitz: float) -> int:
-    """Fitzpatrick type (1..6) of a continuous value: type k covers [k, k + 1)."""
-    return int(np.clip(np.floor(fitz), 1, 6))
+    """Fitzpatrick type (1..6) of a continuous value: type k covers [k - 0.5, k + 0.5)."""
+    return int(np.clip(np.floor(fitz + 0.5), 1, 6))
 
 
 def fitzpatrick_of_type(skin_type: int, rng: np.random.Generator) -> float:
-    """A continuous value inside type ``skin_type``."""
-    return float(skin_type + rng.uniform(0, 1)) if skin_type < 6 else float(6.0 - rng.uniform(0, 0.3))
+    """A continuous value inside type ``skin_type`` (clipped to the scale's ends 1 and 6)."""
+    return float(np.clip(skin_type + rng.uniform(-0.5, 0.5), 1.0, 6.0))
 
 
 def skin_type_rgb(fitz: float) -> np.ndarray:

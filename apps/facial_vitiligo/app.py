@@ -3,13 +3,18 @@
     python -m apps.facial_vitiligo -i IN -o OUT [-m MODELS]
 
 Pipeline: load photographs -> detect faces -> face-skin mask -> vitiligo segmentation
-(DDRNet) -> F-Vitiligo -> SEG -> SR -> overlay PNG -> results.json.
+(DDRNet) -> F-Vitiligo -> quality flags -> SEG -> SR -> overlay PNG -> results.json.
+
+Which face to analyse when there are several, and the quality-flag thresholds, come from
+``models/configs/facial_vitiligo_quality.yaml`` or the file named by
+``DERMPACS_FACIAL_QUALITY_CONFIG``.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -23,6 +28,7 @@ from operators.facial_vitiligo_measurement import FacialVitiligoMeasurementOpera
 from operators.lesion_segmentation import LesionSegmentationOperator
 from operators.overlay_writer import OverlayWriterOperator
 from operators.photo_loader import DicomPhotoLoaderOperator
+from operators.quality_check import QualityCheckOperator
 from operators.results_writer import ResultsWriterOperator
 from operators.seg_writer import SegWriterOperator
 from operators.sr_writer import SrWriterOperator
@@ -60,11 +66,16 @@ class FacialVitiligoApp(Application):
         algorithm = runtime.algorithm_identity(APP_NAME, segmenter)
 
         loader = DicomPhotoLoaderOperator(self, CountCondition(self, 1), input_folder=input_folder, name="photo_loader")
+        from models.quality import load_quality_config
+
+        quality_config = load_quality_config(os.environ.get("DERMPACS_FACIAL_QUALITY_CONFIG"))
         masker = face_masker()
-        faces = FaceDetectionOperator(self, detector=masker.detector, name="face_detection")
+        faces = FaceDetectionOperator(self, detector=masker.detector, face_rank=quality_config.face_rank,
+                                      name="face_detection")
         skin = FaceSkinMaskOperator(self, masker=masker, name="face_skin_mask")
         lesions = LesionSegmentationOperator(self, segmenter=segmenter, name="vitiligo_segmentation")
         measure = FacialVitiligoMeasurementOperator(self, name="f_vitiligo")
+        quality = QualityCheckOperator(self, config=quality_config, name="quality_check")
         seg = SegWriterOperator(self, output_folder=output_folder, algorithm=algorithm, name="seg_writer")
         sr = SrWriterOperator(self, output_folder=output_folder, algorithm=algorithm, name="sr_writer")
         overlay = OverlayWriterOperator(self, output_folder=output_folder, name="overlay_writer")
@@ -72,7 +83,7 @@ class FacialVitiligoApp(Application):
             self, output_folder=output_folder, app_name=APP_NAME, algorithm=algorithm,
             headline_key="f_vitiligo_percent", headline_label="F-Vitiligo %", name="results_writer",
         )
-        pipeline = [loader, faces, skin, lesions, measure, seg, sr, overlay, self.results]
+        pipeline = [loader, faces, skin, lesions, measure, quality, seg, sr, overlay, self.results]
         runtime.chain(self, pipeline)
 
 
