@@ -38,6 +38,7 @@ def main() -> int:
     from apps.facial_vitiligo.app import APP_NAME, load_segmenter
     from dicom.seg import warm_up
     from models.face import FaceSkinMasker
+    from models.face_refine import FaceSkinRefiner
     from operators.base import run_step
     from operators.cases import PhotoCase
     from operators.face_detection import FaceDetectionStep
@@ -58,7 +59,7 @@ def main() -> int:
     steps = [
         PhotoLoadStep(),
         FaceDetectionStep(masker.detector),
-        FaceSkinMaskStep(masker),
+        FaceSkinMaskStep(masker, FaceSkinRefiner()),
         LesionSegmentationStep(segmenter),
         FacialVitiligoMeasurementStep(),
         QualityCheckStep(),

@@ -27,6 +27,7 @@ class QualityConfig:
     """Which face to analyse and when a result gets a quality flag."""
 
     face_rank: int = 0  # 0 = the largest face, 1 = the second largest, ...
+    refine_face_edge: bool = True  # remove hair/background along the oval's edge (models.face_refine)
     min_face_area_fraction: float = 0.03  # face box / image area below this: "face small"
     min_image_side_px: int = 640  # longer image side below this: "image too small"
     min_face_height_px: int = 160  # face box height below this: "image too small"

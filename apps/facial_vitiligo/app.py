@@ -56,6 +56,14 @@ def face_masker():
     return FaceSkinMasker()
 
 
+@functools.lru_cache(maxsize=1)
+def face_refiner():
+    """Hair/background refinement of the oval's edge (selfie segmentation), once per process."""
+    from models.face_refine import FaceSkinRefiner
+
+    return FaceSkinRefiner()
+
+
 class FacialVitiligoApp(Application):
     """A MONAI Deploy application; ``results`` holds the cases after ``run()``."""
 
@@ -72,7 +80,8 @@ class FacialVitiligoApp(Application):
         masker = face_masker()
         faces = FaceDetectionOperator(self, detector=masker.detector, face_rank=quality_config.face_rank,
                                       name="face_detection")
-        skin = FaceSkinMaskOperator(self, masker=masker, name="face_skin_mask")
+        refiner = face_refiner() if quality_config.refine_face_edge else None
+        skin = FaceSkinMaskOperator(self, masker=masker, refiner=refiner, name="face_skin_mask")
         lesions = LesionSegmentationOperator(self, segmenter=segmenter, name="vitiligo_segmentation")
         measure = FacialVitiligoMeasurementOperator(self, name="f_vitiligo")
         quality = QualityCheckOperator(self, config=quality_config, name="quality_check")
