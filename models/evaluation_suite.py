@@ -33,7 +33,11 @@ ROMAN = {1: "I", 2: "II", 3: "III", 4: "IV", 5: "V", 6: "VI"}
 SUITE_SOURCES = ("synthetic", "synthetic", "astronaut", "grace_hopper")
 SUITE_ROI_SIDES = (180, 360, 720, 1440)  # ~ face ROIs of 400-px .. 12-MP photographs
 FACTORS = ("extent", "skin_type", "source", "roi_size", "light")
-Method = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (roi_rgb, skin) -> bool lesion mask
+CLOSEUP_FACTORS = ("extent", "skin_type", "background", "roi_size")
+# (rgb, true skin) -> lesion mask inside the given skin (faces: the app's denominator is
+# given), or -> (lesion mask, own visible-skin mask) for methods that find the skin
+# themselves (close-ups: the denominator is part of what is measured).
+Method = Callable[[np.ndarray, np.ndarray], "np.ndarray | tuple[np.ndarray, np.ndarray]"]
 
 
 def suite_samples(n: int, seed: int) -> Iterator[tuple[str, SyntheticSample]]:
@@ -64,6 +68,7 @@ def factor_levels(sample: SyntheticSample, true_percent: float) -> dict[str, str
         "source": str(meta.get("source", "n/a")),
         "roi_size": f"{side} px",
         "light": "UV" if sample.uv else "visible",
+        "background": str(meta.get("background", "n/a")),
     }
 
 
@@ -83,8 +88,13 @@ def model_method(segmenter, threshold: float = 0.5) -> Method:
 
 
 def run_suite(methods: dict[str, Method], samples: Iterable[tuple[str, SyntheticSample]],
-              out_dir: Path, sheet_rows: int = 12, n_sheets: int = 2) -> dict:
-    """Score every method on every sample; write suite.json, suite.md and contact sheets."""
+              out_dir: Path, sheet_rows: int = 12, n_sheets: int = 2,
+              factors: tuple[str, ...] = FACTORS, title: str = "held-out generator-v2 face ROIs") -> dict:
+    """Score every method on every sample; write suite.json, suite.md and contact sheets.
+
+    A method that returns only a lesion mask is scored inside the true skin (faces); one
+    that returns (lesion, skin) is scored on the whole image and its F-Vitiligo is lesion
+    over its own skin (close-ups)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
     sheet: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, list[MethodResult]]] = []
@@ -94,9 +104,14 @@ def run_suite(methods: dict[str, Method], samples: Iterable[tuple[str, Synthetic
         levels = factor_levels(s, true_pct)
         results = []
         for mname, method in methods.items():
-            pred = method(s.image, s.skin_mask) & s.skin_mask
-            results.append(MethodResult(mname, dice(confusion(pred, truth, s.skin_mask)),
-                                        f_vitiligo(pred, s.skin_mask), pred))
+            out = method(s.image, s.skin_mask)
+            if isinstance(out, tuple):
+                pred, own_skin = out[0] & out[1], out[1]
+                score = dice(confusion(pred, truth))
+            else:
+                pred, own_skin = out & s.skin_mask, s.skin_mask
+                score = dice(confusion(pred, truth, s.skin_mask))
+            results.append(MethodResult(mname, score, f_vitiligo(pred, own_skin), pred))
         row = {"name": name, "f_vitiligo_true": true_pct, **levels}
         for r in results:
             row[f"{r.name}_dice"] = r.dice
@@ -107,9 +122,9 @@ def run_suite(methods: dict[str, Method], samples: Iterable[tuple[str, Synthetic
             sheet.append((name, s.image, s.skin_mask, truth, results))
     if not rows:
         raise ValueError("no samples")
-    summary = {"n_images": len(rows), "methods": list(methods),
+    summary = {"n_images": len(rows), "methods": list(methods), "title": title,
                "overall": _group_stats(rows, methods), "breakdown": {}}
-    for factor in FACTORS:
+    for factor in factors:
         levels = sorted({r[factor] for r in rows}, key=_level_order)
         summary["breakdown"][factor] = {lv: _group_stats([r for r in rows if r[factor] == lv], methods)
                                         for lv in levels}
@@ -159,7 +174,7 @@ def markdown_tables(summary: dict) -> str:
             cells.append(f"{st['dice']:.3f} | {st['abs_error']:.2f} | {rho}")
         return f"| {level} | {stats[methods[0]]['n']} | " + " | ".join(cells) + " |"
 
-    parts = [f"n = {summary['n_images']} held-out generator-v2 face ROIs\n", "### overall\n", head, sep,
+    parts = [f"n = {summary['n_images']} {summary.get('title', 'samples')}\n", "### overall\n", head, sep,
              line("all", summary["overall"]), ""]
     for factor, levels in summary["breakdown"].items():
         parts += [f"### by {factor}\n", head, sep]
