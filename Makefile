@@ -29,7 +29,10 @@ $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 demo: venv
 	ulimit -s 32768; $(PY) -m apps.demo --out demo-out
 
+# tests/system/install.sh: the Debian packages the tests drive (dciodvfy, dcmtk, Orthanc, ...),
+# installed when missing (as root), else one line naming them.
 test: venv
+	tests/system/install.sh test
 	ulimit -s 32768; $(PY) -m pytest -q tests
 
 # The results in the real OHIF viewer (tests/e2e/README.md): installs Chromium, Orthanc, the

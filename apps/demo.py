@@ -106,18 +106,18 @@ def run_local(out: Path, photographs) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("demo-out"), help="folder for everything the demo writes")
-    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--seed", type=int, default=None, help="painting seed (default: the demo study's own)")
     parser.add_argument("--local", action="store_true", help="run the app directly, without the network service")
     args = parser.parse_args(argv)
     runtime.configure_logging()
     import logging
 
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # one line per PDU is for debugging
-    from apps.demo_study import make_demo_study
+    from apps.demo_study import DEMO_SEED, make_demo_study
 
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"1/{2 if args.local else 4} writing the demo study (3 views, 2832x4240 JPEG VL photographs) to {args.out / 'study'}/")
-    photographs = make_demo_study(args.out / "study", seed=args.seed)
+    photographs = make_demo_study(args.out / "study", seed=DEMO_SEED if args.seed is None else args.seed)
     return run_local(args.out, photographs) if args.local else run_networked(args.out, photographs)
 
 

@@ -23,6 +23,7 @@ from models.synthetic import paint_depigmentation
 
 WIDTH, HEIGHT = 2832, 4240  # columns x rows of the paper's photographs (portrait)
 VIEWS = ("left", "frontal", "right")
+DEMO_SEED = 7  # the study `make demo` sends (its left view is 35 % depigmented)
 
 
 @dataclass(frozen=True)
@@ -78,14 +79,18 @@ def paint_face(
 
 def make_demo_study(
     folder: Path,
-    seed: int = 7,
+    seed: int = DEMO_SEED,
     views: tuple[str, ...] = VIEWS,
     size: tuple[int, int] = (WIDTH, HEIGHT),
     masker: FaceSkinMasker | None = None,
     transfer_syntax: str = JPEGBaseline8Bit,
     pixel_spacing_mm: tuple[float, float] | None = None,
+    paint: dict | None = None,
 ) -> list[DemoPhotograph]:
-    """Write one VL Photographic Image per view (one study, one series) into ``folder``."""
+    """Write one VL Photographic Image per view (one study, one series) into ``folder``.
+
+    ``paint`` overrides the painter's arguments (e.g. ``size_range`` for confluent patches).
+    """
     folder.mkdir(parents=True, exist_ok=True)
     masker = masker or FaceSkinMasker()
     rng = np.random.default_rng(seed)
@@ -93,7 +98,7 @@ def make_demo_study(
     study_uid, series_uid = generate_uid(), generate_uid()
     photographs = []
     for number, view in enumerate(views, start=1):
-        painted, lesion, skin = paint_face(turn(portrait, view), masker, rng)
+        painted, lesion, skin = paint_face(turn(portrait, view), masker, rng, **(paint or {}))
         ds = photograph_dataset(
             painted,
             transfer_syntax=transfer_syntax,

@@ -199,6 +199,7 @@ class FaceSkinMasker:
         crop_factor: float = 1.6,
         feature_margin: float = 0.015,
         min_face_fraction: float = 0.002,
+        mesh_crop_jitter: tuple[float, ...] = (0.85, 0.925, 1.0, 1.075, 1.15),
     ) -> None:
         _quiet_native_logs()
         self.detector = detector or FaceDetector()
@@ -206,6 +207,7 @@ class FaceSkinMasker:
         self.crop_factor = crop_factor
         self.feature_margin = feature_margin  # dilation of eyes/brows/lips, as a fraction of face height
         self.min_face_fraction = min_face_fraction
+        self.mesh_crop_jitter = mesh_crop_jitter  # crop sizes (x crop_factor) whose landmarks are medianed
         with _stderr_silenced():
             import mediapipe as mp
 
@@ -255,16 +257,32 @@ class FaceSkinMasker:
         )
 
     # -- internals --------------------------------------------------------------------
-    def _facemesh_polygons(self, rgb: np.ndarray, box: FaceBox) -> tuple[np.ndarray | None, list[np.ndarray]]:
+    def _facemesh_landmarks(self, rgb: np.ndarray, box: FaceBox, crop_factor: float) -> np.ndarray | None:
+        """FaceMesh's landmarks (N, 2) in full-resolution pixels, from one crop around ``box``."""
         h, w = rgb.shape[:2]
-        x0, y0, x1, y1 = box.expanded(self.crop_factor, w, h)
+        x0, y0, x1, y1 = box.expanded(crop_factor, w, h)
         crop, scale = _downscale(rgb[y0:y1, x0:x1], self.mesh_max_side)
         result = self._mesh.process(np.ascontiguousarray(crop))
         if not result.multi_face_landmarks:
-            return None, []
+            return None
         ch, cw = crop.shape[:2]
         lm = result.multi_face_landmarks[0].landmark
-        pts = np.array([[p.x * cw, p.y * ch] for p in lm], dtype=np.float64) / scale + (x0, y0)
+        return np.array([[p.x * cw, p.y * ch] for p in lm], dtype=np.float64) / scale + (x0, y0)
+
+    def _facemesh_polygons(self, rgb: np.ndarray, box: FaceBox) -> tuple[np.ndarray | None, list[np.ndarray]]:
+        """Face outline and excluded features from the median of several FaceMesh passes.
+
+        One pass's landmarks move by several pixels under changes nobody can see (a JPEG
+        re-encode, a 1-px shift, another CPU's SIMD kernels; benchmarks/facemesh_spread.py),
+        most at the forehead, where the oval is an estimate rather than an edge. The median
+        over crops of slightly different framing keeps the denominator of F-Vitiligo from
+        depending on that noise.
+        """
+        passes = [self._facemesh_landmarks(rgb, box, self.crop_factor * f) for f in self.mesh_crop_jitter]
+        passes = [p for p in passes if p is not None]
+        if not passes:
+            return None, []
+        pts = np.median(np.stack(passes), axis=0)
         outline = pts[self._geometry.oval]
         # A mesh that landed on something other than the detected face is not trusted.
         cx, cy = outline.mean(axis=0)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 
+import cv2
 import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
 from pydicom.uid import JPEGBaseline8Bit
 
-from apps.demo_study import astronaut_portrait, make_demo_study
+from apps.demo_study import DEMO_SEED, astronaut_portrait, make_demo_study
 from apps.facial_vitiligo.app import SHIPPED_WEIGHTS
 from dicom import codes
 from dicom.encode import photograph_dataset, write_dataset
@@ -22,10 +23,19 @@ from tests.app_cases import (assert_bad_inputs_fail_alone, assert_no_patient_ide
 APP = "apps.facial_vitiligo"
 
 
+# How far the face-skin mask's edge moves, in % of the face's height, when the same photograph
+# is perturbed imperceptibly (JPEG re-encode, noise of 1-2 grey levels, a 1-2 px shift, a 0.5 %
+# rescale): at most 2.96 % on the demo studies' six views (`benchmarks/facemesh_spread.py`,
+# 5-pass median FaceMesh). Other CPUs' kernels move FaceMesh's landmarks by that kind of amount,
+# so a lesion pixel outside the mask is accepted within twice that distance of its edge.
+FACE_EDGE_TOLERANCE = 2 * 2.96 / 100
+
+
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory, face_masker):
+    """The study `make demo` sends (its left three-quarter view is 35 % depigmented)."""
     root = tmp_path_factory.mktemp("facial_vitiligo")
-    study = make_demo_study(root / "in", seed=11, masker=face_masker)
+    study = make_demo_study(root / "in", seed=DEMO_SEED, masker=face_masker)
     proc = run_app(APP, root / "in", root / "out")
     return study, root / "out", proc
 
@@ -42,12 +52,31 @@ def test_app_writes_one_seg_per_photograph_one_sr_and_previews(demo_run):
         assert f"({line} view)" in proc.stdout
 
 
-def test_f_vitiligo_within_two_points_of_the_painted_truth(demo_run):
-    study, out, _ = demo_run
+def _assert_within_two_points(study, out) -> None:
     by_source = {c["source"]: c for c in results_of(out)["cases"]}
     for photo in study:
         measured = by_source[photo.path.name]["results"]["f_vitiligo_percent"]
         assert abs(measured - photo.true_f_vitiligo) <= 2.0, (photo.view, measured, photo.true_f_vitiligo)
+
+
+def test_f_vitiligo_within_two_points_of_the_painted_truth(demo_run):
+    study, out, _ = demo_run
+    _assert_within_two_points(study, out)
+
+
+@pytest.mark.parametrize("seed", [11, 23])
+def test_turned_face_with_confluent_vitiligo_within_two_points(tmp_path, face_masker, seed):
+    """Three-quarter views whose large, confluent patches cover a third of the face or more.
+
+    The cheek that faces the camera holds most of the lesion; neither the face mask nor the
+    segmenter may lose its interior (the left view of `make demo` once read 28.8 % for 35.2 %).
+    """
+    study = make_demo_study(tmp_path / "in", seed=seed, views=("left", "right"), size=(1416, 2120),
+                            masker=face_masker, paint={"size_range": (0.18, 0.4), "n_patches": 4})
+    assert all(photo.true_f_vitiligo > 20 for photo in study), [p.true_f_vitiligo for p in study]
+    proc = run_app(APP, tmp_path / "in", tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _assert_within_two_points(study, tmp_path / "out")
 
 
 def test_visit_f_vitiligo_pools_the_three_views(demo_run):
@@ -74,9 +103,14 @@ def test_face_mask_is_the_denominator_and_holds_the_lesions(demo_run):
         )[0]
         face, vitiligo = masks[..., 0].astype(bool), masks[..., 1].astype(bool)
         assert not (vitiligo & ~face).any(), "vitiligo outside the face-skin mask"
-        painted_inside = np.count_nonzero(photo.lesion_mask & face) / max(1, np.count_nonzero(photo.lesion_mask))
-        # FaceMesh on the painted photograph may shift the outline by a few pixels at the edges.
-        assert painted_inside > 0.95, photo.view
+        # The painted lesion was drawn inside FaceMesh's mask of the unpainted photograph; the
+        # app's mesh on the painted one may sit a little differently, never a region further off.
+        rows = np.flatnonzero(face.any(axis=1))
+        tolerance_px = FACE_EDGE_TOLERANCE * (rows[-1] - rows[0] + 1)
+        outside = photo.lesion_mask & ~face
+        if outside.any():
+            distance = cv2.distanceTransform((~face).astype(np.uint8), cv2.DIST_L2, 5)
+            assert distance[outside].max() <= tolerance_px, (photo.view, distance[outside].max(), tolerance_px)
 
 
 def test_seg_and_sr_pass_dciodvfy(demo_run):

@@ -106,6 +106,40 @@ class SenderConfig:
     associations: int = 2  # concurrent C-STORE associations per batch of results
 
 
+#: The photograph classes a default route analyses; negotiation accepts exactly the configured
+#: ``accepted_sop_classes`` (these by default), and ``validate`` insists that each has a rule
+#: that takes any instance of it, so nothing accepted is left unrouted. Dermoscopic
+#: Photography (77.1.7) and the multi-frame Secondary Captures (7.2, 7.4) are not here: no
+#: shipped app is made for dermoscopy or for multi-frame objects, so they are refused at
+#: negotiation. Add a class here (in the YAML) together with a rule for it to take it.
+PHOTOGRAPH_SOP_CLASSES: tuple[str, ...] = (
+    "1.2.840.10008.5.1.4.1.1.77.1.4",  # VL Photographic Image Storage
+    "1.2.840.10008.5.1.4.1.1.7",  # Secondary Capture Image Storage
+)
+
+
+@dataclass(frozen=True)
+class ListenerConfig:
+    """Limits that keep the node reachable for allowed callers whatever other peers do."""
+
+    max_associations: int = 32  # accepted at once, all peers together
+    max_associations_per_peer: int = 8  # accepted at once from one IP address
+    max_pending_connections: int = 64  # connected, A-ASSOCIATE-RQ not yet complete; the oldest is dropped beyond
+    request_timeout_s: float = 5.0  # a new connection must deliver its whole A-ASSOCIATE-RQ within this
+    acse_timeout_s: float = 10.0
+    dimse_timeout_s: float = 60.0
+    network_timeout_s: float = 30.0  # an established association idle this long is aborted
+    max_object_bytes: int = 100 * 2**20  # a 12-MP RGB photograph uncompressed is 36 MB; JPEG a few MB
+    refusals_recorded_per_minute: int = 100  # per peer address, dropped connections one by one; the rest summarised
+
+
+@dataclass(frozen=True)
+class RetentionConfig:
+    """What ``dermpacs purge`` removes: delivered work ``keep_days`` after delivery."""
+
+    keep_days: float = 30.0
+
+
 @dataclass(frozen=True)
 class ServiceConfig:
     ae_title: str = "DERMAI"
@@ -122,6 +156,11 @@ class ServiceConfig:
     rules: list[RoutingRule] = field(default_factory=list)
     apps: dict[str, AppConfig] = field(default_factory=dict)
     poll_interval_s: float = 0.5
+    accepted_sop_classes: list[str] = field(default_factory=lambda: list(PHOTOGRAPH_SOP_CLASSES))
+    listener: ListenerConfig = field(default_factory=ListenerConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
+    fault_backoff_initial_s: float = 1.0  # scheduler: first wait after a failing round (disk full, DB locked)
+    fault_backoff_max_s: float = 60.0
 
     @property
     def database(self) -> Path:
@@ -143,9 +182,47 @@ class ServiceConfig:
                     re.compile(rule.series_description_regex)
                 except re.error as exc:
                     raise ConfigError(f"rules[{rule.name}]: bad regex: {exc}") from exc
+        self._check_accepted_classes_are_routed()
+        limits = self.listener
+        if not 1 <= limits.max_associations_per_peer <= limits.max_associations:
+            raise ConfigError("listener.max_associations_per_peer: between 1 and listener.max_associations")
+        if limits.max_pending_connections < 1 or limits.request_timeout_s <= 0:
+            raise ConfigError("listener: max_pending_connections and request_timeout_s must be positive")
+        if limits.refusals_recorded_per_minute < 1:
+            raise ConfigError("listener.refusals_recorded_per_minute: at least 1")
+        if limits.max_object_bytes < 1024:
+            raise ConfigError(f"listener.max_object_bytes: {limits.max_object_bytes} is too small")
+        if self.retention.keep_days < 0:
+            raise ConfigError("retention.keep_days: not negative")
+        if not 0 < self.fault_backoff_initial_s <= self.fault_backoff_max_s:
+            raise ConfigError("fault_backoff_initial_s: positive and at most fault_backoff_max_s")
         if self.tls.enabled and self.tls.private_key is None:
             raise ConfigError("tls: a certificate needs its private_key")
         return self
+
+    def _check_accepted_classes_are_routed(self) -> None:
+        _check_accepted_classes(self)
+
+
+def catch_all_rules(rules: list[RoutingRule], sop_class_uid: str) -> list[RoutingRule]:
+    """Rules that take *every* instance of ``sop_class_uid`` (no condition but the SOP class)."""
+    return [r for r in rules
+            if not (r.called_ae_title or r.modality or r.body_part_examined or r.anatomic_region_code
+                    or r.series_description_regex)
+            and (not r.sop_class_uid or sop_class_uid in r.sop_class_uid)]
+
+
+def _check_accepted_classes(config: "ServiceConfig") -> None:
+    from dicom.reader import SUPPORTED_SOP_CLASSES
+
+    if not config.accepted_sop_classes:
+        raise ConfigError("accepted_sop_classes: at least one SOP class")
+    for uid in config.accepted_sop_classes:
+        if uid not in SUPPORTED_SOP_CLASSES:
+            raise ConfigError(f"accepted_sop_classes: {uid} is not a photograph class the reader decodes")
+        if not catch_all_rules(config.rules, uid):
+            raise ConfigError(f"accepted_sop_classes: {uid} ({SUPPORTED_SOP_CLASSES[uid]}) has no rule that routes "
+                              "every instance of it (a rule with only sop_class_uid); it would be left unrouted")
 
 
 DEFAULT_CONFIG_FILE = Path(__file__).with_name("default_config.yaml")
@@ -182,6 +259,14 @@ def _convert(type_hint: Any, value: Any, key: str) -> Any:
         )
     if hint.startswith("SenderConfig"):
         return _build(SenderConfig, value, key)
+    if hint.startswith("ListenerConfig"):
+        return _build(ListenerConfig, value, key)
+    if hint.startswith("RetentionConfig"):
+        return _build(RetentionConfig, value, key)
+    if hint.startswith("list[str]"):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{key}: expected a list of strings")
+        return list(value)
     if hint.startswith("list[AllowedCaller]"):
         return [AllowedCaller.parse(v) if isinstance(v, str) else _build(AllowedCaller, v, key) for v in value]
     if hint.startswith("list[RoutingRule]"):

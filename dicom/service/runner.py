@@ -42,7 +42,12 @@ def app_entry_point(module: str):
 
 def _worker_loop(conn: Connection) -> None:
     """Child process: receive (module, input, output), run the app, answer its exit code."""
+    from .logsafe import configure_logging
+
     os.environ.setdefault("HOLOSCAN_LOG_LEVEL", "WARN")
+    # The app logs (and pydicom warns about) values from the peer's files: escaped here too.
+    # An app's own logging.basicConfig then finds this handler and adds none.
+    configure_logging(os.environ.get("DERMPACS_LOG_LEVEL", "INFO"))
     while True:
         try:
             message = conn.recv()
@@ -104,9 +109,14 @@ class AppRunner:
 
     def stop(self) -> None:
         for worker in self._workers:
-            if worker.running is not None:  # interrupted: the store re-queues it at next start
-                log.warning("job %d interrupted by shutdown", worker.running.job.id)
-            worker.stop(kill=worker.running is not None)
+            running = worker.running
+            worker.stop(kill=running is not None)
+            if running is not None:  # a graceful stop is not the job's fault: it does not use an attempt
+                log.warning("job %d interrupted by shutdown; queued again", running.job.id)
+                try:
+                    self.store.requeue(running.job.id, "service stopped during analysis")
+                except Exception:  # noqa: BLE001 - then recover_interrupted re-queues it at the next start
+                    log.exception("could not re-queue job %d", running.job.id)
         self._workers = []
 
     def result_pipes(self) -> list[Connection]:
@@ -143,17 +153,36 @@ class AppRunner:
         if not _module_exists(app.module):
             self.store.fail_job(job.id, f"app {job.app!r} (module {app.module}) is not installed in this release")
             return
-        inputs, outputs = self.spool.job_folder(job.id, job.attempts)
-        for row in self.store.job_instances(job.id):
-            target = inputs / Path(row["path"]).name
-            if not target.exists():
-                try:
-                    os.link(row["path"], target)  # same file system: no copy
-                except OSError:
-                    shutil.copy2(row["path"], target)
+        if job.attempts > 1 and self._adopt_finished_attempt(job, app):
+            return
+        try:
+            inputs, outputs = self.spool.job_folder(job.id, job.attempts)
+            for row in self.store.job_instances(job.id):
+                target = inputs / Path(row["path"]).name
+                if not target.exists():
+                    try:
+                        os.link(row["path"], target)  # same file system: no copy
+                    except OSError:
+                        shutil.copy2(row["path"], target)
+        except OSError as exc:  # disk full, permissions: not the job's fault; it waits, its attempt refunded
+            self.store.requeue(job.id, f"cannot prepare the job folder: {type(exc).__name__}: {exc}")
+            raise
         worker.running = _Running(job, app, time.monotonic(), inputs, outputs)
         worker.conn.send((app.module, str(inputs), str(outputs)))
         log.info("job %d: %s started on series %s (attempt %d)", job.id, job.app, job.series_instance_uid, job.attempts)
+
+    def _adopt_finished_attempt(self, job: Job, app: AppConfig) -> bool:
+        """The previous attempt finished (results.json is the app's last write) but the node died
+        before recording it: record that attempt instead of analysing again, so its results keep
+        their SOP Instance UIDs and a PACS never gets two different results for one photograph."""
+        previous = self.spool.jobs / f"{job.id:08d}" / f"attempt-{job.attempts - 1}"
+        if not (previous / "out" / "results.json").is_file():
+            return False
+        self.store.requeue_as(job.id, job.attempts - 1)
+        log.warning("job %d: attempt %d had finished before the restart; its results are used", job.id,
+                    job.attempts - 1)
+        self._record(_Running(job, app, time.monotonic(), previous / "in", previous / "out"), 0, None, 0.0)
+        return True
 
     def _replace(self, worker: _Worker) -> None:
         worker.stop(kill=True)
@@ -201,6 +230,13 @@ class AppRunner:
                     self.store.audit("analysis_failed", job_id=job.id, sop=case.get("sop_instance_uid"),
                                      source=case.get("source"), step=case.get("failed_step"), error=case.get("error"))
         outputs = _result_files(running.outputs)
+        if error is None and outputs and results is None:
+            error = "the app wrote results but no results.json (it did not finish)"
+        partial = [c for c in (results or {}).get("cases", []) if c.get("status") == "failed" and c.get("outputs")]
+        if error is None and partial:  # failed after writing part of its results (e.g. the overlay, disk full)
+            case = partial[0]
+            error = (f"partly failed: {case.get('source')} failed at {case.get('failed_step')} after writing "
+                     f"{', '.join(case['outputs'])}: {case.get('error')}; nothing sent, `dermpacs retry` redoes it")
         if error is not None or (code != 0 and not outputs):
             reason = error or _first_error(results) or f"app exited with code {code}"
             log.error("job %d failed: %s", job.id, reason)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # What `make e2e` needs, installed by itself (idempotent; a second run does nothing):
-#   Debian: orthanc, orthanc-dicomweb (a real PACS with DICOMweb), chromium (headless
-#           browser), dicom3tools (dciodvfy) - only when missing, and only as root;
+#   Debian: tests/system/packages.txt (chromium, orthanc, orthanc-dicomweb, dicom3tools, ...)
+#           - only when missing, and only as root;
 #   npm:    tests/e2e/node_modules from the committed package-lock.json (puppeteer-core,
 #           @cornerstonejs/adapters, ...) - `npm ci`, no browser download, no install scripts;
 #           .e2e/ohif/package/dist - the prebuilt viewer of @ohif/app@3.13.2 (`npm pack`,
@@ -12,30 +12,8 @@ cd "$(dirname "$0")/../.."
 E2E_DIR=.e2e
 export PUPPETEER_SKIP_DOWNLOAD=1 npm_config_audit=false npm_config_fund=false npm_config_update_notifier=false
 
-# --- Debian packages ------------------------------------------------------------------
-missing=()
-command -v chromium >/dev/null || missing+=(chromium)
-{ command -v Orthanc >/dev/null || [ -x /usr/sbin/Orthanc ]; } || missing+=(orthanc)
-[ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || [ -e /usr/lib/orthanc/libOrthancDicomWeb.so ] || missing+=(orthanc-dicomweb)
-command -v dciodvfy >/dev/null || missing+=(dicom3tools)
-command -v node >/dev/null || missing+=(nodejs npm)
-if [ ${#missing[@]} -gt 0 ]; then
-  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
-    echo "e2e: missing ${missing[*]}: install them (Debian: apt-get install ${missing[*]})" >&2
-    exit 1
-  fi
-  echo "e2e: installing Debian packages: ${missing[*]}"
-  # The orthanc package would start a system service on 4242/8042; the test runs its own
-  # Orthanc in a private network namespace, so deny service starts while installing.
-  own_policy=""
-  if [ ! -e /usr/sbin/policy-rc.d ]; then
-    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && own_policy=1
-  fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
-    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; }
-  [ -z "$own_policy" ] || rm -f /usr/sbin/policy-rc.d
-  if [ -d /run/systemd/system ]; then systemctl disable --now orthanc.service >/dev/null 2>&1 || true; fi
-fi
+# --- Debian packages (tests/system/packages.txt, the e2e lines and the test lines) ------
+tests/system/install.sh e2e
 
 # --- npm: the test's Node packages ----------------------------------------------------
 stamp=tests/e2e/node_modules/.dermpacs-lock.sha256
