@@ -35,8 +35,8 @@ log = logging.getLogger(__name__)
 class FaceRefineConfig:
     edge_band: float = 0.10  # band width as a fraction of sqrt(face-oval area)
     hair_reach: float = 2.5  # hair connected to the edge is followed this many bands inwards
-    hair_margin_l: float = 10.0  # hair: at least this many L* units darker than pigmented skin
-    hair_spread_factor: float = 2.5  # ... and this many robust spreads of the skin's L*
+    hair_margin_l: float = 20.0  # hair: at least this many L* units darker than pigmented skin
+    hair_spread_factor: float = 4.0  # ... and this many robust spreads of the skin's L*
     background_max_person_prob: float = 0.05  # background: selfie model's person prob below this
     max_removed_fraction: float = 0.15  # refinement abandoned above this share of the face
     work_max_side: int = 512  # computed on a copy this long, applied at full resolution
