@@ -35,7 +35,8 @@ log = logging.getLogger(__name__)
 class FaceRefineConfig:
     edge_band: float = 0.10  # band width as a fraction of sqrt(face-oval area)
     hair_reach: float = 2.5  # hair connected to the edge is followed this many bands inwards
-    hair_margin_l: float = 20.0  # hair: at least this many L* units darker than pigmented skin
+    hair_margin_fraction: float = 0.33  # hair: darker than pigmented skin by this share of its L* ...
+    hair_margin_min_l: float = 8.0  # ... and at least this many L* units (dark skin: dark hair is close)
     hair_spread_factor: float = 4.0  # ... and this many robust spreads of the skin's L*
     background_max_person_prob: float = 0.05  # background: selfie model's person prob below this
     max_removed_fraction: float = 0.15  # refinement abandoned above this share of the face
@@ -94,7 +95,9 @@ class FaceSkinRefiner:
         ref = skin_reference(rgb, interior if interior.sum() >= 200 else small)
         if ref is not None:
             light = rgb_to_lab(rgb)[..., 0]
-            dark = light < ref.lab[0] - max(cfg.hair_margin_l, cfg.hair_spread_factor * ref.spread_l)
+            margin = max(cfg.hair_margin_min_l, cfg.hair_margin_fraction * ref.lab[0],
+                         cfg.hair_spread_factor * ref.spread_l)
+            dark = light < ref.lab[0] - margin
             # strands reach further in than the band: follow them from the edge; only on
             # the upper face (forehead, temples), where the jaw's shadow cannot pass for hair
             upper = np.zeros_like(small)
