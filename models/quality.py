@@ -35,7 +35,7 @@ class QualityConfig:
     min_lesion_fraction_for_contrast: float = 0.005  # contrast judged only above this extent
     disagreement_points: float = 25.0  # |model - colour rule| F-Vitiligo above this ...
     clear_split_gap_l: float = 20.0  # ... when the skin's two L* clusters are this far apart
-    analysis_max_side: int = 768  # checks run on a copy of the ROI at most this long
+    analysis_max_side: int = 512  # checks run on a copy of the ROI at most this long
 
 
 def load_quality_config(path: str | Path | None = None) -> QualityConfig:
