@@ -1,10 +1,15 @@
 """`dermpacs`: run the DICOM node and operate it.
 
     dermpacs serve  [--config FILE] [--ae-title AE] [--port N] [--data-dir DIR] [--destination AE@HOST:PORT|URL]
+                    [--queue local|celery] [--broker redis://HOST:PORT/0] [--shared-dir DIR]
+    dermpacs worker [--config FILE] --broker redis://HOST:PORT/0 --shared-dir DIR [--apps A,B] [--gpu|--no-gpu]
+                    [--concurrency N] [--name NAME] [--work-dir DIR]
     dermpacs status [--config FILE] [--data-dir DIR] [--json]
     dermpacs retry  (JOB | --failed | --unrouted) [--config FILE] [--data-dir DIR]
     dermpacs purge  [--dry-run] [--keep-days N] [--config FILE] [--data-dir DIR]
     dermpacs audit export [--since DATE] [--format csv|json] [--output FILE] [--config FILE] [--data-dir DIR]
+    dermpacs learn (collect | train --app APP | status)   [--config FILE] [--data-dir DIR]
+    dermpacs models (list | promote ID | rollback)        [--config FILE] [--data-dir DIR]
 """
 
 from __future__ import annotations
@@ -26,6 +31,18 @@ def _config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, help="folder of the job store, spool and results")
 
 
+def _queue_args(parser: argparse.ArgumentParser, choose: bool = True) -> None:
+    if choose:
+        parser.add_argument("--queue", choices=("local", "celery"), help="where analyses run (config: queue.backend)")
+    parser.add_argument("--broker", help="Celery broker, redis://HOST:PORT/0 (config: queue.broker)")
+    parser.add_argument("--shared-dir", type=Path, help="folder every node mounts (config: queue.shared_dir)")
+
+
+def _queue_overrides(args, backend: str | None = None) -> dict:
+    return {"backend": backend or getattr(args, "queue", None), "broker": args.broker,
+            "shared_dir": str(args.shared_dir) if args.shared_dir else None}
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dermpacs", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -36,10 +53,24 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int)
     serve.add_argument("--destination", help="AE@HOST:PORT (C-STORE) or http(s)://.../dicom-web (STOW-RS)")
     serve.add_argument("--log-level", default="INFO")
+    _queue_args(serve)
+
+    worker = sub.add_parser("worker", help="run analysis jobs from the Celery queue (queue backend celery)")
+    _config_args(worker)
+    _queue_args(worker, choose=False)
+    worker.add_argument("--apps", help="comma-separated apps this worker runs (default: every configured app "
+                                       "installed here)")
+    worker.add_argument("--gpu", action=argparse.BooleanOptionalAction, default=None,
+                        help="declare a GPU (default: detected); apps with needs_gpu go only to such workers")
+    worker.add_argument("--concurrency", type=int, default=1, help="jobs run at once (one app process each)")
+    worker.add_argument("--name", help="worker name (default dermpacs-PID@HOST); unique per worker")
+    worker.add_argument("--work-dir", type=Path, help="local scratch folder for results before they are published")
+    worker.add_argument("--log-level", default="INFO")
 
     status = sub.add_parser("status", help="queue by state, failures, last errors")
     _config_args(status)
     status.add_argument("--json", action="store_true")
+    _queue_args(status)
 
     retry = sub.add_parser("retry", help="run a failed job again (resend its results, or re-analyse)")
     _config_args(retry)
@@ -60,6 +91,10 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--since", help="ISO date or date-time (UTC), e.g. 2026-11-01")
     export.add_argument("--format", choices=("csv", "json"), default="csv")
     export.add_argument("--output", type=Path, help="file to write (default: standard output)")
+
+    from models.learning.cli import add_parsers as add_learning_parsers
+
+    add_learning_parsers(sub, _config_args)
     return parser
 
 
@@ -106,6 +141,8 @@ def _print_status(status: dict) -> None:
     print("jobs:      " + (", ".join(f"{k} {v}" for k, v in sorted(status["jobs"].items())) or "none"))
     print("instances: " + (", ".join(f"{k} {v}" for k, v in sorted(status["instances"].items())) or "none"))
     print("outbox:    " + (", ".join(f"{k} {v}" for k, v in sorted(status["outbox"].items())) or "empty"))
+    if status.get("queue"):
+        _print_queue(status["queue"])
     if status["failed_jobs"]:
         print("\nfailed jobs:")
         for job in status["failed_jobs"]:
@@ -125,6 +162,39 @@ def _print_status(status: dict) -> None:
         for event in status["last_errors"]:
             details = json.loads(event["details"])
             print(f"  {event['at']} {event['event']} job={event['job_id']} {details.get('error') or details.get('reason', '')}")
+
+
+def _worker(args) -> int:
+    from dicom.service.logsafe import configure_logging
+    from dicom.service.worker import run_worker
+
+    configure_logging(args.log_level)
+
+    config = load_config(args.config, queue=_queue_overrides(args, backend="celery"))
+    if args.concurrency < 1:
+        raise ConfigError("--concurrency: at least 1")
+    apps = [a.strip() for a in args.apps.split(",") if a.strip()] if args.apps else None
+    try:
+        return run_worker(config, apps=apps, name=args.name, work_dir=args.work_dir, concurrency=args.concurrency,
+                          gpu=args.gpu, log_level=args.log_level.upper())
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def _print_queue(queue: dict) -> None:
+    reach = "reachable" if queue["broker_reachable"] else f"UNREACHABLE ({queue.get('broker_error')})"
+    print(f"queue:     celery, broker {queue['broker']} {reach}; shared folder {queue['shared_dir']}")
+    waiting = queue["waiting_for_broker"]
+    print("  waiting for a broker: " + (", ".join(f"{k} {v}" for k, v in sorted(waiting.items())) or "none"))
+    for app, depth in queue["queues"].items():
+        print(f"  queue {app}: {depth['waiting']} waiting, {depth['taken']} taken by workers")
+    if queue["apps_without_worker"]:
+        print("  apps no live worker serves: " + ", ".join(queue["apps_without_worker"]))
+    print("workers:" + ("" if queue["workers"] else "   none has reported"))
+    for w in queue["workers"]:
+        print(f"  {w['name']} on {w['host']}: {w['state']}, apps {','.join(w['apps'])}, GPU {'yes' if w['gpu'] else 'no'}, "
+              f"{w['jobs_done']} done, {w['jobs_failed']} failed, running {w['running'] or 'nothing'}, "
+              f"last seen {w['last_seen_s_ago']:.0f} s ago")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,7 +218,7 @@ def _main(argv: list[str] | None = None) -> int:
             configure_logging(args.log_level)  # every record escaped: a peer cannot write a log line
 
             config = load_config(args.config, ae_title=args.ae_title, port=args.port, data_dir=args.data_dir,
-                                 destination=args.destination)
+                                 destination=args.destination, queue=_queue_overrides(args))
             from dicom.service.recovery import StoreUnusable
 
             try:
@@ -158,11 +228,22 @@ def _main(argv: list[str] | None = None) -> int:
                 return 3
             service.serve_forever()
             return 0
+        if args.command == "worker":
+            return _worker(args)
+        if args.command in ("learn", "models"):
+            from models.learning.cli import run as run_learning
+
+            return run_learning(args, load_config(args.config, data_dir=args.data_dir))
         config, store = _store(args)
         if args.command == "status":
             from dicom.service.health import read_health
 
             status = {**store.status(), "health": read_health(config.data_dir)}
+            config = load_config(args.config, data_dir=args.data_dir, queue=_queue_overrides(args))
+            if config.queue.celery:
+                from dicom.service.celery_queue import queue_status
+
+                status["queue"] = queue_status(config, store)
             print(json.dumps(status, indent=2, default=str)) if args.json else _print_status(status)
             return 1 if status["failed_jobs"] else 0
         if args.command == "retry" and args.unrouted:
@@ -175,6 +256,10 @@ def _main(argv: list[str] | None = None) -> int:
 
             keep = config.retention.keep_days if args.keep_days is None else args.keep_days
             report = purge(store, Spool(config.data_dir), keep, dry_run=args.dry_run)
+            if config.queue.celery and not args.dry_run:  # their folders in the shared folder go too
+                from dicom.service.queue import SharedDir
+
+                SharedDir(config.queue.shared_dir).remove_jobs(report["jobs"])
             verb = "would remove" if args.dry_run else "removed"
             print(f"{verb}: {len(report['jobs'])} delivered job(s) older than {keep:g} days "
                   f"({report['photographs']} photograph(s)), {report['earlier_versions']} earlier version(s), "

@@ -169,3 +169,34 @@ VITILIGO_RGB_DIFFERENCE = private_code("VIT-RGB-DIFF", "Mean RGB distance, lesio
 VITILIGO_DELTA_E2000 = private_code("VIT-DE2000", "CIEDE2000, lesion vs surrounding skin")
 VITILIGO_LESION_COUNT = private_code("VIT-LESIONS", "Number of vitiligo lesions")
 LESION_COUNT_UNIT = Code("{lesions}", "UCUM", "lesions")
+
+# --- Visits over time (TID 1502 time point, comparisons with earlier visits) -------------
+BASELINE = Code("121079", "DCM", "Baseline")
+"""Time point type of the first visit, and the event the temporal offset counts from."""
+POSTTREATMENT = Code("126074", "DCM", "Posttreatment")
+"""Time point type of every later visit."""
+DAYS = Code("d", "UCUM", "day")
+COMMENT = Code("121106", "DCM", "Comment")
+PERCENTAGE_POINTS = Code("%", "UCUM", "Percent")
+"""Differences of two percentages are reported in % too (the concept name says 'points')."""
+YES_NO_UNIT = Code("{yes=1 no=0}", "UCUM", "yes=1 no=0")
+"""Unit of a reached/not-reached answer sent as NUM (OHIF shows NUMs, not coded answers)."""
+F_VITILIGO_BASELINE = private_code("F-VIT-BASELINE", "F-Vitiligo at baseline visit")
+F_VITILIGO_PREVIOUS = private_code("F-VIT-PREVIOUS", "F-Vitiligo at previous visit")
+F_VITILIGO_CHANGE_BASELINE = private_code("F-VIT-CHG-BL", "F-Vitiligo change since baseline (points)")
+F_VITILIGO_CHANGE_PREVIOUS = private_code("F-VIT-CHG-PREV", "F-Vitiligo change since previous visit (points)")
+F_VITILIGO_RELATIVE_CHANGE = private_code("F-VIT-CHG-BL-PCT", "F-Vitiligo change since baseline (% of baseline)")
+F_VITILIGO_50 = private_code("F-VIT50", "F-Vitiligo50 reached (50 % reduction from baseline)")
+F_VITILIGO_75 = private_code("F-VIT75", "F-Vitiligo75 reached (75 % reduction from baseline)")
+F_VITILIGO_90 = private_code("F-VIT90", "F-Vitiligo90 reached (90 % reduction from baseline)")
+DAYS_SINCE_BASELINE = private_code("DAYS-SINCE-BL", "Days since baseline visit")
+DAYS_SINCE_PREVIOUS = private_code("DAYS-SINCE-PREV", "Days since previous visit")
+BASELINE_VISIT_DATE = private_code("BASELINE-DATE", "Baseline visit date")
+PREVIOUS_VISIT_DATE = private_code("PREVIOUS-DATE", "Previous visit date")
+BASELINE_REPORT = private_code("BASELINE-SR", "Baseline visit report")
+PREVIOUS_REPORT = private_code("PREVIOUS-SR", "Previous visit report")
+REPIGMENTED_AREA = private_code("REPIGMENTED-AREA", "Repigmented since baseline, area")
+NEW_DEPIGMENTATION_AREA = private_code("NEW-DEPIG-AREA", "New depigmentation since baseline, area")
+UNCHANGED_VITILIGO_AREA = private_code("UNCHANGED-AREA", "Unchanged vitiligo since baseline, area")
+REPIGMENTATION = private_code("REPIGMENTATION", "Repigmentation")
+NEW_DEPIGMENTATION = private_code("NEW-DEPIG", "New depigmentation")

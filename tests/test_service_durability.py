@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pydicom
+import pytest
 from pydicom.uid import generate_uid
 
 from dicom.encode import pattern_image, photograph_dataset, write_dataset
@@ -270,3 +271,26 @@ def test_a_destination_outage_is_one_state_change_each_way_and_shown_by_status(t
         assert "all ok" in node.cli("status").stdout
     finally:
         node.stop()
+
+
+def test_a_failed_rebuild_refuses_to_start_and_is_repeated_next_time(tmp_path, monkeypatch):
+    from dicom.service import recovery
+
+    config, uid = _store_with_one_instance(tmp_path / "data")
+    config.database.unlink()
+    real = recovery.rebuild_from_spool
+
+    def fails_halfway(store, spool, cfg):  # fault injection: the disk fills up during the rebuild
+        store.audit("restored", sop="1.2.3")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(recovery, "rebuild_from_spool", fails_halfway)
+    with pytest.raises(recovery.StoreUnusable, match="rebuilding it from .* failed .*No space left.*start again"):
+        open_job_store(config, Spool(config.data_dir))
+    assert not config.database.exists() and list(config.data_dir.glob("dermpacs.sqlite3.incomplete-*"))
+    monkeypatch.setattr(recovery, "rebuild_from_spool", real)
+    store = open_job_store(config, Spool(config.data_dir))  # the cause fixed: the rebuild runs again, whole
+    try:
+        assert store.current_digest(uid) is not None and store.audit_rows()[-1]["event"] == "store_rebuilt"
+    finally:
+        store.close()

@@ -211,7 +211,7 @@ def _documented_scp_classes() -> tuple[set[str], set[str]]:
     text = CONFORMANCE.read_text()
     overview = text[text.index("### 1.1"):text.index("### 1.2")]
     table_11 = {uid for line in overview.splitlines() if line.startswith("|")
-                for uid in UID_IN_ROW.findall(line) if re.search(r"\|\s*No\s*\|\s*Yes\s*\|\s*$", line)}
+                for uid in UID_IN_ROW.findall(line) if re.search(r"\|\s*Yes\s*\|\s*$", line)}  # SCP column
     contexts = text[text.index("#### 4.2.3"):text.index("#### 4.2.4")]
     table_423 = {uid for line in contexts.splitlines() if line.startswith("|") and "| SCP |" in line
                  for uid in UID_IN_ROW.findall(line.split("|")[1])}

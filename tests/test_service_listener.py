@@ -340,14 +340,21 @@ def test_changed_content_under_a_known_uid_is_kept_as_a_new_version(node):
     assert len(node.spooled()) == 2 and len(node.events("duplicate")) == 1
 
 
-def test_database_failure_is_out_of_resources(node, monkeypatch):
+def test_database_failure_is_out_of_resources(node, monkeypatch, caplog):
     def broken(item):
         raise sqlite3.OperationalError("disk I/O error")
 
     monkeypatch.setattr(node.store, "add_instance", broken)
     assert c_store(node.port, make_photo()) == 0xA700
+    assert c_store(node.port, make_photo(seed=1)) == 0xA700
     assert node.spooled() == []  # nothing left behind that no row refers to
     assert node.received == []
+    monkeypatch.undo()
+    assert c_store(node.port, make_photo(seed=2)) == 0x0000
+    messages = [r.getMessage() for r in caplog.records]
+    assert len([m for m in messages if m.startswith("receiving failing")]) == 1  # one line per state change
+    assert len([m for m in messages if "refused 0xA700" in m]) == 2  # and each refusal
+    assert len([m for m in messages if m.startswith("receiving recovered")]) == 1
 
 
 # -- TLS -----------------------------------------------------------------------------------------

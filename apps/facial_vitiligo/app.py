@@ -3,7 +3,8 @@
     python -m apps.facial_vitiligo -i IN -o OUT [-m MODELS]
 
 Pipeline: load photographs -> detect faces -> face-skin mask -> vitiligo segmentation
-(DDRNet) -> F-Vitiligo -> quality flags -> SEG -> SR -> overlay PNG -> results.json.
+(DDRNet) -> F-Vitiligo -> quality flags -> comparison with earlier visits (IN/priors/,
+change SEG) -> SEG -> SR -> overlay PNG -> results.json.
 
 Which face to analyse when there are several, and the quality-flag thresholds, come from
 ``models/configs/facial_vitiligo_quality.yaml`` or the file named by
@@ -26,6 +27,7 @@ from operators.face_detection import FaceDetectionOperator
 from operators.face_skin_mask import FaceSkinMaskOperator
 from operators.facial_vitiligo_measurement import FacialVitiligoMeasurementOperator
 from operators.lesion_segmentation import LesionSegmentationOperator
+from operators.longitudinal_comparison import LongitudinalComparisonOperator
 from operators.overlay_writer import OverlayWriterOperator
 from operators.photo_loader import DicomPhotoLoaderOperator
 from operators.quality_check import QualityCheckOperator
@@ -85,6 +87,10 @@ class FacialVitiligoApp(Application):
         lesions = LesionSegmentationOperator(self, segmenter=segmenter, name="vitiligo_segmentation")
         measure = FacialVitiligoMeasurementOperator(self, name="f_vitiligo")
         quality = QualityCheckOperator(self, config=quality_config, name="quality_check")
+        compare = LongitudinalComparisonOperator(
+            self, input_folder=input_folder, output_folder=output_folder, algorithm=algorithm, masker=masker,
+            name="comparison",
+        )
         seg = SegWriterOperator(self, output_folder=output_folder, algorithm=algorithm, name="seg_writer")
         sr = SrWriterOperator(self, output_folder=output_folder, algorithm=algorithm, name="sr_writer")
         overlay = OverlayWriterOperator(self, output_folder=output_folder, name="overlay_writer")
@@ -92,7 +98,7 @@ class FacialVitiligoApp(Application):
             self, output_folder=output_folder, app_name=APP_NAME, algorithm=algorithm,
             headline_key="f_vitiligo_percent", headline_label="F-Vitiligo %", name="results_writer",
         )
-        pipeline = [loader, faces, skin, lesions, measure, quality, seg, sr, overlay, self.results]
+        pipeline = [loader, faces, skin, lesions, measure, quality, compare, seg, sr, overlay, self.results]
         runtime.chain(self, pipeline)
 
 

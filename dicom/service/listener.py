@@ -10,7 +10,9 @@ Association policy (checked on A-ASSOCIATE-RQ, before any data is accepted):
   Otherwise A-ASSOCIATE-RJ "calling AE title not recognised". An empty list admits any
   caller (rely on the network and TLS then).
 * Presentation contexts: Verification, and C-STORE for ``config.accepted_sop_classes`` in the
-  ``SUPPORTED_TRANSFER_SYNTAXES`` (stored as received, never transcoded). Other contexts
+  ``SUPPORTED_TRANSFER_SYNTAXES`` (stored as received, never transcoded), and Segmentation
+  Storage (clinicians' corrected SEGs: filed for learning by the scheduler, never
+  analysed; ``dicom/service/corrections.py``). Other contexts
   are rejected; an association that proposes no acceptable context at all is rejected
   (permanent, no reason given) instead of being accepted with nothing to do.
 * TLS (optional): the server certificate from ``config.tls``; with
@@ -60,9 +62,11 @@ from pynetdicom.dimse_messages import DIMSEMessage
 from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
+from dicom.correction import SEG_ACCEPTED_TRANSFER_SYNTAXES, SEGMENTATION_STORAGE
 from dicom.reader import SUPPORTED_SOP_CLASSES, SUPPORTED_TRANSFER_SYNTAXES
 
 from .config import ListenerConfig, ServiceConfig, TlsConfig
+from .health import ComponentHealth, HealthBoard
 from .logsafe import safe_text
 from .router import routing_header
 from .spool import Spool, is_valid_uid
@@ -380,11 +384,15 @@ class DicomListener:
         store: JobStore,
         spool: Spool,
         on_received: Callable[[str], None] | None = None,
+        health: HealthBoard | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.spool = spool
         self.on_received = on_received
+        # spool or job store unwritable (disk full, DB locked): one log line when it starts and one
+        # when it ends, not a traceback per C-STORE; each refused C-STORE is still logged and audited
+        self.storage_health = ComponentHealth("receiving", 1.0, 60.0, health)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._locks = [threading.Lock() for _ in range(_LOCK_STRIPES)]
@@ -405,6 +413,8 @@ class DicomListener:
 
         self._storage = {uid: frozenset(str(ts) for ts in SUPPORTED_TRANSFER_SYNTAXES)
                          for uid in config.accepted_sop_classes if uid in SUPPORTED_SOP_CLASSES}
+        # Clinicians' corrected SEGs: filed for learning (dicom/service/corrections.py), never analysed.
+        self._storage[SEGMENTATION_STORAGE] = frozenset(SEG_ACCEPTED_TRANSFER_SYNTAXES)
         self._ssl_context = server_ssl_context(config.tls) if config.tls.enabled else None
 
         ae = AE(ae_title=config.ae_title)
@@ -423,7 +433,8 @@ class DicomListener:
         ae.maximum_pdu_size = MAX_PDU_BYTES
         ae.add_supported_context(Verification)
         for sop_class in self._storage:
-            ae.add_supported_context(sop_class, transfer_syntax_preference())
+            ae.add_supported_context(sop_class, transfer_syntax_preference() if sop_class != SEGMENTATION_STORAGE
+                                     else list(SEG_ACCEPTED_TRANSFER_SYNTAXES))
         self.ae = ae
         self._acceptable = {str(cx.abstract_syntax): frozenset(str(ts) for ts in cx.transfer_syntax)
                             for cx in ae.supported_contexts}
@@ -685,7 +696,7 @@ class DicomListener:
                 else:
                     path = self.spool.instance_path(sop_uid)  # a duplicate: nothing written
             except Exception as exc:  # noqa: BLE001 - disk full, permissions, I/O error, DB locked
-                LOG.exception("cannot spool %s", sop_uid)
+                self.storage_health.failed(exc)
                 return self._failure(OUT_OF_RESOURCES, f"cannot store: {type(exc).__name__}", calling=calling,
                                      peer=peer, sop=sop_uid)
             item = ReceivedInstance(
@@ -704,12 +715,13 @@ class DicomListener:
             try:
                 added = self.store.add_instance(item)
             except Exception as exc:  # noqa: BLE001
-                LOG.exception("cannot record %s", sop_uid)
+                self.storage_health.failed(exc)
                 if written:
                     path.unlink(missing_ok=True)  # nothing refers to it; a resend writes it again
                 return self._failure(OUT_OF_RESOURCES, f"cannot record: {type(exc).__name__}", calling=calling,
                                      peer=peer, sop=sop_uid)
 
+        self.storage_health.ok()
         elapsed_ms = (time.perf_counter() - started) * 1000
         if added == "duplicate":
             LOG.info("duplicate %s from %s (same content; kept the first copy) %.0f ms", sop_uid, calling, elapsed_ms)

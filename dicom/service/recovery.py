@@ -60,9 +60,9 @@ def _spool_files(spool: Spool) -> list[Path]:
     return sorted((p for p in spool.instances.rglob("*.dcm") if not p.name.startswith(".")), key=_version_order)
 
 
-def _quarantine(database: Path) -> Path:
+def _quarantine(database: Path, why: str = "damaged") -> Path:
     stamp = time.strftime("%Y%m%dT%H%M%S")
-    moved = database.with_name(f"{database.name}.damaged-{stamp}")
+    moved = database.with_name(f"{database.name}.{why}-{stamp}")
     for suffix in ("", "-wal", "-shm"):
         part = Path(str(database) + suffix)
         if part.exists():
@@ -71,7 +71,22 @@ def _quarantine(database: Path) -> Path:
 
 
 def open_job_store(config: ServiceConfig, spool: Spool) -> JobStore:
-    """The job store, checked; rebuilt from the spool when missing or damaged over unfinished work."""
+    """The job store, checked; rebuilt from the spool when missing or damaged over unfinished work.
+
+    Raises ``StoreUnusable`` (the node must not start) when it can be neither opened nor rebuilt.
+    """
+    try:
+        return _open_job_store(config, spool)
+    except StoreUnusable:
+        raise
+    except Exception as exc:  # noqa: BLE001 - e.g. the data folder is not writable
+        raise StoreUnusable(
+            f"the job store {config.database} cannot be opened or checked ({type(exc).__name__}: {exc}). Nothing "
+            "was deleted. Fix the cause (permissions, free space, the file system), then start again."
+        ) from exc
+
+
+def _open_job_store(config: ServiceConfig, spool: Spool) -> JobStore:
     database = config.database
     work = _spool_files(spool)
     if database.exists():
@@ -102,9 +117,11 @@ def open_job_store(config: ServiceConfig, spool: Spool) -> JobStore:
         report = rebuild_from_spool(store, spool, config)
     except Exception as exc:
         store.close()
+        partial = _quarantine(database, "incomplete")  # the next start rebuilds from scratch, never from half
         raise StoreUnusable(
-            f"{reason}, and rebuilding it from {spool.root} failed ({type(exc).__name__}: {exc}). Nothing was "
-            "deleted. Restore the database from a backup, or move it aside and fix the cause, then start again."
+            f"{reason}, and rebuilding it from {spool.root} failed ({type(exc).__name__}: {exc}); the partial "
+            f"rebuild was moved to {partial.name}. Nothing was deleted. Fix the cause and start again (the "
+            "rebuild is repeated), or restore the database from a backup."
         ) from exc
     store.audit("store_rebuilt", reason=reason, **report)
     log.warning("job store rebuilt: %(instances)d instance(s), %(jobs)d finished job(s) with %(results)d result(s) "

@@ -55,9 +55,15 @@ def _worker_loop(conn: Connection) -> None:
             return
         if message is None:
             return
-        module, input_folder, output_folder = message
+        module, input_folder, output_folder, *extra = message
         try:
-            code = int(app_entry_point(module)([module, "-i", input_folder, "-o", output_folder]) or 0)
+            priors = extra[1] if len(extra) > 1 else None
+            if priors is not None:  # earlier results into IN/priors/ first; never raises
+                from .priors import fetch_priors
+
+                fetch_priors(priors, Path(input_folder))
+            argv = [module, "-i", input_folder, "-o", output_folder, *(extra[0] if extra else [])]
+            code = int(app_entry_point(module)(argv) or 0)
             conn.send(("exit", code, None))
         except BaseException as exc:  # reported to the supervisor as the job's error
             conn.send(("error", 1, f"{type(exc).__name__}: {exc}"))
@@ -167,9 +173,23 @@ class AppRunner:
         except OSError as exc:  # disk full, permissions: not the job's fault; it waits, its attempt refunded
             self.store.requeue(job.id, f"cannot prepare the job folder: {type(exc).__name__}: {exc}")
             raise
+        priors = None
+        if app.priors_model_name:
+            from .priors import priors_request
+
+            priors = priors_request(self.config, app.priors_model_name, self.store, job.id, job.app)
         worker.running = _Running(job, app, time.monotonic(), inputs, outputs)
-        worker.conn.send((app.module, str(inputs), str(outputs)))
+        worker.conn.send((app.module, str(inputs), str(outputs), self._model_args(job.app), priors))
         log.info("job %d: %s started on series %s (attempt %d)", job.id, job.app, job.series_instance_uid, job.attempts)
+
+    def _model_args(self, app: str) -> list[str]:
+        """``-m <models_dir>/active/<app>`` once a local model version is promoted (else the shipped one).
+
+        Resolved per job, so a promotion or rollback (``dermpacs models``) applies to the next
+        job without a restart; the app reloads only when the weights file changes.
+        """
+        active = self.config.models_dir / "active" / app
+        return ["-m", str(active)] if active.exists() else []
 
     def _adopt_finished_attempt(self, job: Job, app: AppConfig) -> bool:
         """The previous attempt finished (results.json is the app's last write) but the node died
@@ -215,10 +235,12 @@ class AppRunner:
             return True
         return False
 
-    def _record(self, running: _Running, code: int, error: str | None, elapsed: float) -> None:
+    def _record(self, running: _Running, code: int, error: str | None, elapsed: float,
+                extra: dict[str, Any] | None = None) -> None:
         job = running.job
+        _audit_priors(self.store, job.id, running.inputs)
         results = _read_results(running.outputs)
-        details: dict[str, Any] = {"app": job.app, "duration_s": round(elapsed, 3), "exit_code": code}
+        details: dict[str, Any] = {"app": job.app, "duration_s": round(elapsed, 3), "exit_code": code, **(extra or {})}
         if results:
             details.update(
                 model=results.get("algorithm", {}).get("name"),
@@ -247,6 +269,22 @@ class AppRunner:
             details["error"] = f"{len(failed)} of {len(results['cases'])} photograph(s) not analysed: {failed[0]['error']}"
         self.store.finish_analysis(job.id, outputs, self.config.destination.describe(), details)
         log.info("job %d analysed in %.1f s: %d result file(s)", job.id, elapsed, len(outputs))
+
+
+def _audit_priors(store: JobStore, job_id: int, inputs: Path) -> None:
+    """One audit row per prior query the worker made (UIDs and counts, never patient data)."""
+    from dicom.longitudinal import MANIFEST_NAME, PRIORS_FOLDER
+
+    try:
+        manifest = json.loads((inputs / PRIORS_FOLDER / MANIFEST_NAME).read_text())
+    except (OSError, ValueError):
+        return
+    for query in manifest.get("queries", []):
+        store.audit("priors_query", job_id=job_id, source=manifest.get("source"), **query)
+    store.audit("priors", job_id=job_id, status=manifest.get("status"), reason=manifest.get("reason"),
+                waited_for_earlier_jobs=manifest.get("waited_for_earlier_jobs"),
+                studies=[s["study_instance_uid"] for s in manifest.get("studies", [])],
+                rejected=manifest.get("rejected"), seconds=manifest.get("seconds"))
 
 
 def _module_exists(module: str) -> bool:

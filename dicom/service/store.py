@@ -358,6 +358,22 @@ class JobStore:
         return Job(row["id"], row["study_instance_uid"], row["series_instance_uid"], row["app"], row["rule"],
                    row["state"], row["attempts"], row["error"])
 
+    def unfinished_jobs(self, app: str, before_id: int) -> list[int]:
+        """Earlier jobs of ``app`` whose results are not yet delivered (queued, running, sending)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id FROM jobs WHERE app=? AND id<? AND state IN ('queued','running','sending') ORDER BY id",
+                (app, before_id),
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def job_states(self, job_ids: list[int]) -> dict[int, str]:
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT id, state FROM jobs WHERE id IN ({','.join('?' * len(job_ids))})", job_ids
+            ).fetchall() if job_ids else []
+        return {r[0]: r[1] for r in rows}
+
     def job_instances(self, job_id: int) -> list[sqlite3.Row]:
         with self._lock:
             return self._db.execute(
@@ -397,8 +413,8 @@ class JobStore:
         """A running job goes back to the queue without using up an attempt (the node stopped it, or
         could not start it); audited as ``retried``."""
         with self._transaction() as db:
-            db.execute("UPDATE jobs SET state='queued', attempts=MAX(attempts-1, 0), updated_at=? "
-                       "WHERE id=? AND state='running'", (time.time(), job_id))
+            db.execute("UPDATE jobs SET state=CASE WHEN superseded_at IS NULL THEN 'queued' ELSE 'superseded' END, "
+                       "attempts=MAX(attempts-1, 0), updated_at=? WHERE id=? AND state='running'", (time.time(), job_id))
             self._audit(db, "retried", job_id=job_id, reason=reason, attempt_refunded=True)
 
     def requeue_as(self, job_id: int, attempt: int) -> None:
@@ -555,3 +571,33 @@ class JobStore:
                 query, args = query + " WHERE at >= ?", (since,)
             rows = self._db.execute(query + " ORDER BY id", args).fetchall()
         return [{**dict(r), "details": json.loads(r["details"])} for r in rows]
+
+    # -- corrections (clinicians' SEGs of analysed photographs) ---------------------------
+    def analysed_photographs(self, sop_instance_uids: list[str]) -> list[sqlite3.Row]:
+        """Instances among these UIDs that a job analysed (results queued or sent), with the job's app."""
+        if not sop_instance_uids:
+            return []
+        marks = ",".join("?" * len(sop_instance_uids))
+        with self._lock:
+            return self._db.execute(
+                "SELECT i.*, j.app AS app FROM instances i JOIN jobs j ON j.id = i.job_id "
+                f"WHERE i.sop_instance_uid IN ({marks}) AND j.state IN ('sending', 'done')",
+                list(sop_instance_uids),
+            ).fetchall()
+
+    def analysed_studies(self) -> list[str]:
+        """Study UIDs with at least one analysed photograph (where corrections may be found)."""
+        with self._lock:
+            return [r[0] for r in self._db.execute(
+                "SELECT DISTINCT study_instance_uid FROM jobs WHERE state IN ('sending', 'done') ORDER BY id")]
+
+    def job_results(self, job_id: int, sop_class_uid: str) -> list[Path]:
+        """Files of one SOP class a job produced (e.g. its own SEG)."""
+        with self._lock:
+            return [Path(r[0]) for r in self._db.execute(
+                "SELECT path FROM outbox WHERE job_id=? AND sop_class_uid=? ORDER BY id", (job_id, sop_class_uid))]
+
+    def set_instance_state(self, sop_instance_uid: str, state: str) -> None:
+        """A received instance that is not analysed (a correction: 'correction_filed' / 'correction_refused')."""
+        with self._transaction() as db:
+            db.execute("UPDATE instances SET state=? WHERE sop_instance_uid=?", (state, sop_instance_uid))
