@@ -65,7 +65,7 @@ class DataConfig:
     folder: str | None = None
     input_size: int = 384
     uv_fraction: float = 0.35  # share of synthetic samples rendered as Wood's-lamp UV
-    astronaut_fraction: float = 0.25  # share of samples painted on the astronaut photo
+    astronaut_fraction: float = 0.25  # share painted on real portraits (v1: astronaut; v2: astronaut + Grace Hopper)
     val_fraction: float = 0.1  # folder source: share held out for validation
     val_samples: int = 24  # synthetic source: validation samples scored at each checkpoint
     synthetic_pool: int = 0  # >0: generate this many samples once, re-augment them (faster)
