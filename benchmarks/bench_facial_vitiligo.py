@@ -38,6 +38,7 @@ def main() -> int:
     from apps.facial_vitiligo.app import APP_NAME, load_segmenter
     from dicom.seg import warm_up
     from models.face import FaceSkinMasker
+    from models.face_refine import FaceSkinRefiner
     from operators.base import run_step
     from operators.cases import PhotoCase
     from operators.face_detection import FaceDetectionStep
@@ -45,6 +46,7 @@ def main() -> int:
     from operators.facial_vitiligo_measurement import FacialVitiligoMeasurementStep
     from operators.lesion_segmentation import LesionSegmentationStep
     from operators.photo_loader import PhotoLoadStep
+    from operators.quality_check import QualityCheckStep
     from operators.seg_writer import SegWriterStep
     from operators.sr_writer import SrWriterStep
 
@@ -57,9 +59,10 @@ def main() -> int:
     steps = [
         PhotoLoadStep(),
         FaceDetectionStep(masker.detector),
-        FaceSkinMaskStep(masker),
+        FaceSkinMaskStep(masker, FaceSkinRefiner()),
         LesionSegmentationStep(segmenter),
         FacialVitiligoMeasurementStep(),
+        QualityCheckStep(),
         SegWriterStep(work / "out", algorithm),
         SrWriterStep(work / "out", algorithm),
     ]

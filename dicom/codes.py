@@ -61,6 +61,16 @@ MASK_RETINAFACE_ELLIPSE = private_code("MASK-RFACE-ELL", "RetinaFace box ellipse
 VITILIGO_AREA = private_code("VITILIGO-AREA", "Vitiligo area")
 FACE_SKIN_AREA = private_code("FACE-SKIN-AREA", "Face skin area")
 
+# Result quality flags (models.quality): one coded answer per reason not to trust a result.
+RESULT_QUALITY_FLAG = private_code("QUALITY-FLAG", "Result quality flag")
+QUALITY_FLAG_CODES = {
+    "several-faces": private_code("QF-SEVERAL-FACES", "Several faces found; check the analysed one"),
+    "face-small": private_code("QF-FACE-SMALL", "Face small in the frame"),
+    "image-small": private_code("QF-IMAGE-SMALL", "Image too small to resolve lesion borders"),
+    "low-contrast": private_code("QF-LOW-CONTRAST", "Low lesion/skin contrast"),
+    "model-vs-colour-rule": private_code("QF-DISAGREE", "Model and colour rule disagree strongly"),
+}
+
 # --- Findings and morphology (SNOMED CT) ------------------------------------------------
 VITILIGO = Code("56727007", "SCT", "Vitiligo")
 ERYTHEMA = Code("70819003", "SCT", "Erythema")

@@ -21,6 +21,7 @@ class ModelConfig:
     """DDRNet width/depth. Defaults are DDRNet-23-slim (Hong et al. 2021)."""
 
     architecture: Literal["ddrnet"] = "ddrnet"
+    in_channels: int = 3  # 3 = RGB; 8 = RGB + models.skin_reference channels
     planes: int = 32
     spp_planes: int = 128
     head_planes: int = 64
@@ -64,10 +65,18 @@ class DataConfig:
     folder: str | None = None
     input_size: int = 384
     uv_fraction: float = 0.35  # share of synthetic samples rendered as Wood's-lamp UV
-    astronaut_fraction: float = 0.25  # share of samples painted on the astronaut photo
+    astronaut_fraction: float = 0.25  # share painted on real portraits (v1: astronaut; v2: astronaut + Grace Hopper)
     val_fraction: float = 0.1  # folder source: share held out for validation
     val_samples: int = 24  # synthetic source: validation samples scored at each checkpoint
     synthetic_pool: int = 0  # >0: generate this many samples once, re-augment them (faster)
+    # "v1": the first painter (small lighter patches); "v2": models.vitiligo_generator
+    # (milky lesions of any extent 0-95 %, skin types weighted to V-VI, real portraits).
+    generator: Literal["v1", "v2"] = "v1"
+    # Add per-photograph skin-relative colour channels (models.skin_reference) to RGB.
+    skin_relative_inputs: bool = False
+    # v2: ROI long side drawn from this range before letterboxing (resolution/blur variety);
+    # (0, 0) = input_size.
+    roi_long_side: tuple[int, int] = (0, 0)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 

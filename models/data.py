@@ -72,6 +72,19 @@ def to_tensor(image_rgb: np.ndarray) -> torch.Tensor:
     return (t / 255.0 - PIXEL_MEAN) / PIXEL_STD
 
 
+def model_input(boxed_rgb: np.ndarray, boxed_skin: np.ndarray, skin_relative: bool) -> torch.Tensor:
+    """The network's input for one letterboxed sample, identical in training and inference:
+    normalised RGB, plus (``skin_relative``) the per-photograph channels of
+    ``models.skin_reference`` computed on this very image and skin mask."""
+    rgb = to_tensor(boxed_rgb)
+    if not skin_relative:
+        return rgb
+    from .skin_reference import skin_relative_channels
+
+    rel = skin_relative_channels(boxed_rgb, boxed_skin)
+    return torch.cat([rgb, torch.from_numpy(rel).permute(2, 0, 1)], 0)
+
+
 # --------------------------------------------------------------------------- augmentation
 def augment(image: np.ndarray, lesion: np.ndarray, skin: np.ndarray, cfg: AugmentConfig,
             rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -121,7 +134,7 @@ def augment(image: np.ndarray, lesion: np.ndarray, skin: np.ndarray, cfg: Augmen
 
 
 def prepare(sample: SyntheticSample, size: int, aug: AugmentConfig | None,
-            rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+            rng: np.random.Generator, skin_relative: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample -> (normalised image tensor, target: 1 lesion, 0 skin, 255 ignore)."""
     image = sample.image.copy()
     image[~sample.skin_mask] = 0
@@ -135,7 +148,7 @@ def prepare(sample: SyntheticSample, size: int, aug: AugmentConfig | None,
     target = np.full((size, size), IGNORE_INDEX, np.int64)
     target[skin] = 0
     target[lesion & skin] = 1
-    return to_tensor(boxed), torch.from_numpy(target)
+    return model_input(boxed, skin, skin_relative), torch.from_numpy(target)
 
 
 # --------------------------------------------------------------------------- sources
@@ -155,8 +168,16 @@ class SyntheticSource:
         key = index % self.pool_size if self.pool_size > 0 else index
         if key in self._cache:
             return self._cache[key]
-        sample = generate_sample(sample_rng(self.seed, key), self.long_side, self.cfg.uv_fraction,
-                                 self.cfg.astronaut_fraction)
+        rng = sample_rng(self.seed, key)
+        if self.cfg.generator == "v2":
+            from .vitiligo_generator import generate_face_sample
+
+            lo, hi = self.cfg.roi_long_side
+            long_side = int(rng.integers(lo, hi + 1)) if hi > 0 else self.long_side
+            sample = generate_face_sample(rng, long_side, uv_fraction=self.cfg.uv_fraction,
+                                          portrait_fraction=self.cfg.astronaut_fraction)
+        else:
+            sample = generate_sample(rng, self.long_side, self.cfg.uv_fraction, self.cfg.astronaut_fraction)
         if self.pool_size > 0:
             self._cache[key] = sample
         return sample

@@ -133,11 +133,11 @@ class DDRNet(nn.Module):
 
     def __init__(self, num_classes: int = 2, planes: int = 32, spp_planes: int = 128,
                  head_planes: int = 64, layers: list[int] | tuple[int, ...] = (2, 2, 2, 2),
-                 aux_head: bool = True) -> None:
+                 aux_head: bool = True, in_channels: int = 3) -> None:
         super().__init__()
         hr = planes * 2  # high-resolution branch width
         self.stem = nn.Sequential(
-            _conv3x3(3, planes, 2), nn.BatchNorm2d(planes, momentum=BN_MOMENTUM), nn.ReLU(inplace=True),
+            _conv3x3(in_channels, planes, 2), nn.BatchNorm2d(planes, momentum=BN_MOMENTUM), nn.ReLU(inplace=True),
             _conv3x3(planes, planes, 2), nn.BatchNorm2d(planes, momentum=BN_MOMENTUM), nn.ReLU(inplace=True))
         self.layer1 = _make_stage(BasicBlock, planes, planes, layers[0])
         self.layer2 = _make_stage(BasicBlock, planes, planes * 2, layers[1], stride=2)
@@ -209,4 +209,5 @@ def build_model(cfg: "ModelConfig") -> DDRNet:  # noqa: F821 (forward ref to con
     if cfg.architecture != "ddrnet":
         raise ValueError(f"unknown architecture {cfg.architecture!r}")
     return DDRNet(num_classes=cfg.num_classes, planes=cfg.planes, spp_planes=cfg.spp_planes,
-                  head_planes=cfg.head_planes, layers=list(cfg.layers), aux_head=cfg.aux_head)
+                  head_planes=cfg.head_planes, layers=list(cfg.layers), aux_head=cfg.aux_head,
+                  in_channels=cfg.in_channels)

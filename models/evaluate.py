@@ -1,5 +1,6 @@
 """Evaluate a lesion segmenter with the paper's metrics, through the app's inference path.
 
+    python -m models.evaluate --data v2 --n 240 --method model colour_rule --out runs/suite
     python -m models.evaluate --data synthetic --n 200 --out runs/eval_synthetic
     python -m models.evaluate --data astronaut --n 50 --out runs/eval_astronaut
     python -m models.evaluate --data folder --folder /data/vitiligo --out runs/eval_local
@@ -10,6 +11,11 @@ so the numbers are what the app gets. Metrics are over the face-skin mask: F1, I
 the set and as per-image means — plus the absolute F-Vitiligo error in percentage points.
 Writes ``metrics.json`` and ``figure.png`` (overlays in the paper's colours: green true
 positive, red false positive, blue false negative; and predicted vs true F-Vitiligo).
+
+``--data v2`` runs the evaluation suite instead (``models.evaluation_suite``): generator-v2
+faces, Dice / F-Vitiligo error / Spearman broken down by extent, skin type, source, ROI
+size and visible/UV, for each ``--method`` (``model``, ``colour_rule`` = L* above Otsu
+inside the skin mask), with contact sheets.
 """
 from __future__ import annotations
 
@@ -142,7 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m models.evaluate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="weights .pt (config .yaml beside it)")
-    p.add_argument("--data", choices=("synthetic", "astronaut", "folder"), default="synthetic")
+    p.add_argument("--data", choices=("synthetic", "astronaut", "folder", "v2"), default="synthetic",
+                   help="v2: the evaluation suite on generator-v2 faces (breakdown tables, contact sheets)")
+    p.add_argument("--method", nargs="+", default=["model", "colour_rule"],
+                   help="suite methods to compare (--data v2): model, colour_rule")
     p.add_argument("--folder", help="user dataset root for --data folder")
     p.add_argument("--n", type=int, default=200, help="number of held-out samples (folder: max images, 0 = all)")
     p.add_argument("--seed", type=int, default=HELD_OUT_SEED, help="held-out generator seed")
@@ -158,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
+    if args.data == "v2":
+        return _main_suite(args)
     seg = LesionSegmenter.load(args.weights, num_threads=args.num_threads, bf16=args.bf16)
     samples = held_out_samples(args.data, args.n, args.seed, args.long_side, args.folder, args.uv_fraction)
     r = evaluate(seg, samples, args.out, args.threshold)
@@ -169,6 +180,21 @@ def main(argv: list[str] | None = None) -> dict:
           f"p90 {e['p90']:.2f}  max {e['max']:.2f}")
     print(f"  predict median {1000 * r['predict_seconds_median']:.1f} ms;  wrote {args.out}/metrics.json, figure.png")
     return r
+
+
+def _main_suite(args: argparse.Namespace) -> dict:
+    from .evaluation_suite import default_methods, run_suite, suite_samples
+
+    seg = LesionSegmenter.load(args.weights, num_threads=args.num_threads, bf16=args.bf16) \
+        if "model" in args.method else None
+    methods = default_methods(seg, args.threshold, args.method)
+    summary = run_suite(methods, suite_samples(args.n, args.seed), args.out)
+    if seg is not None:
+        summary["weights"] = {"path": str(seg.weights_path), "sha256": seg.weights_sha256,
+                              "model": seg.name, "version": seg.version}
+    print((args.out / "suite.md").read_text(encoding="utf-8"))
+    print(f"wrote {args.out}/suite.json, suite.md, contact_sheet_*.png")
+    return summary
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .config import TrainConfig, load_config
-from .data import letterbox, to_tensor
+from .data import letterbox, letterbox_mask, model_input
 from .ddrnet import build_model
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -84,9 +84,9 @@ class LesionSegmenter:
         model.load_state_dict(load_state_dict(weights))
         return cls(model, config, weights, bf16=bf16)
 
-    def _probability_square(self, boxed_rgb: np.ndarray) -> np.ndarray:
+    def _probability_square(self, boxed_rgb: np.ndarray, boxed_skin: np.ndarray) -> np.ndarray:
         """Vitiligo probability (input_size, input_size) for one letterboxed image."""
-        x = to_tensor(boxed_rgb).unsqueeze(0)
+        x = model_input(boxed_rgb, boxed_skin, self.config.data.skin_relative_inputs).unsqueeze(0)
         with torch.inference_mode():
             if self.bf16:
                 with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -111,7 +111,9 @@ class LesionSegmenter:
             return np.zeros((h, w), np.float32)
         masked = rgb * mask[..., None].view(np.uint8)
         boxed, info = letterbox(masked, self.input_size)
-        prob_sq = self._probability_square(boxed)
+        boxed_skin = letterbox_mask(mask, self.input_size) if self.config.data.skin_relative_inputs \
+            else boxed.any(axis=2)
+        prob_sq = self._probability_square(boxed, boxed_skin)
         content = prob_sq[info.y0:info.y0 + info.h, info.x0:info.x0 + info.w]
         prob = cv2.resize(np.ascontiguousarray(content), (w, h), interpolation=cv2.INTER_LINEAR)
         prob[~mask] = 0.0

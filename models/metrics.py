@@ -101,3 +101,15 @@ def segmentation_metrics(pred: np.ndarray, truth: np.ndarray,
 def metrics_from_confusion(c: Confusion) -> dict[str, float]:
     return {"f1": f1(c), "iou": iou(c), "miou": miou(c), "dice": dice(c),
             "precision": precision(c), "recall": recall(c)}
+
+
+def spearman(x: "np.ndarray | list[float]", y: "np.ndarray | list[float]") -> float:
+    """Spearman rank correlation (average ranks for ties); NaN when either side is constant
+    or fewer than 3 pairs (a rank correlation of 2 points says nothing)."""
+    from scipy.stats import rankdata
+
+    a, b = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if a.size < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    ra, rb = rankdata(a), rankdata(b)
+    return float(np.corrcoef(ra, rb)[0, 1])

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Any, Callable
 
 import cv2
 import numpy as np
@@ -151,6 +151,8 @@ def paint_depigmentation(image_rgb: np.ndarray, region_mask: np.ndarray, rng: np
                          n_patches: int | None = None, strength: float | None = None,
                          weight: np.ndarray | None = None, uv: bool = False,
                          size_range: tuple[float, float] = (0.05, 0.22),
+                         target_rgb: np.ndarray | None = None, exposure: float | None = None,
+                         label_weight: np.ndarray | None = None,
                          ) -> tuple[np.ndarray, np.ndarray]:
     """Paint vitiligo-like depigmented patches onto a real (or synthetic) photograph.
 
@@ -161,6 +163,11 @@ def paint_depigmentation(image_rgb: np.ndarray, region_mask: np.ndarray, rng: np
     blurred. Returns ``(new_image uint8, lesion_mask bool)`` where the mask is
     ``blend weight >= 0.5`` inside ``region_mask`` — the ground truth for F-Vitiligo.
     Pixels far from the patches are returned unchanged.
+
+    ``target_rgb`` / ``exposure`` fix the lesion colour and the photograph's exposure
+    (default: the first painter's choice, which dimmed lesions on dark skin);
+    ``label_weight`` (default ``weight``) defines the truth when they differ, e.g. when
+    perifollicular repigmentation dots recolour part of a lesion that is still outlined.
     """
     img = np.asarray(image_rgb)
     if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
@@ -171,7 +178,7 @@ def paint_depigmentation(image_rgb: np.ndarray, region_mask: np.ndarray, rng: np
     if weight is None:
         weight = depigmentation_weight(region, rng, n_patches=n_patches, size_range=size_range)
     weight = weight.astype(np.float32) * region
-    lesion = (weight >= 0.5) & region
+    lesion = ((weight if label_weight is None else label_weight) >= 0.5) & region
     touched = weight > 0
     if not touched.any():
         return img.copy(), lesion
@@ -196,12 +203,15 @@ def paint_depigmentation(image_rgb: np.ndarray, region_mask: np.ndarray, rng: np
     shading = np.clip(local / ref, 0.35, 1.6)
     texture = np.clip(lum / np.maximum(local, 1.0), 0.6, 1.5)  # pores, fine detail
     s = float(rng.uniform(0.8, 1.0)) if strength is None else float(strength)
-    if uv:
-        target_rgb = UV_VITILIGO_RGB * rng.uniform(0.85, 1.05)
-    else:
-        target_rgb = AMELANOTIC_RGB + rng.normal(0, 4, 3).astype(np.float32)
+    if target_rgb is None:
+        if uv:
+            target_rgb = UV_VITILIGO_RGB * rng.uniform(0.85, 1.05)
+        else:
+            target_rgb = AMELANOTIC_RGB + rng.normal(0, 4, 3).astype(np.float32)
+    target_rgb = np.asarray(target_rgb, np.float32)
     # Keep the photo's brightness level: a dim photo gives a dimmer (still lighter) patch.
-    exposure = np.clip(ref / 185.0, 0.55, 1.15) if not uv else np.clip(ref / 80.0, 0.5, 1.2)
+    if exposure is None:
+        exposure = np.clip(ref / 185.0, 0.55, 1.15) if not uv else np.clip(ref / 80.0, 0.5, 1.2)
     target_rgb = np.clip(target_rgb * (0.55 + 0.45 * exposure), 0, 255)
     target = target_rgb[None, None, :] * (shading * texture)[..., None]
     depig = sub + s * (np.maximum(target, sub) - sub)  # never darker than before
@@ -363,8 +373,14 @@ def _hair_layer(shape: tuple[int, int], layout: FaceLayout, rng: np.random.Gener
 
 def render_face(h: int, w: int, rng: np.random.Generator, uv: bool = False,
                 fitzpatrick: float | None = None, lesion_prob: float = 0.9,
-                painted_lesions: bool | None = None) -> SyntheticSample:
-    """Render one synthetic face-ROI sample (visible light or UV)."""
+                painted_lesions: bool | None = None,
+                lesion_fn: Callable[[FaceLayout, np.random.Generator], tuple[np.ndarray, np.ndarray]] | None = None,
+                amelanotic_rgb: np.ndarray | None = None) -> SyntheticSample:
+    """Render one synthetic face-ROI sample (visible light or UV).
+
+    ``lesion_fn(layout, rng) -> (label_weight, colour_weight)`` replaces the first
+    painter's patches (``models.vitiligo_generator`` uses it for extent-controlled,
+    symmetric lesions); ``amelanotic_rgb`` fixes the lesion colour."""
     layout = face_layout(h, w, rng)
     skin = layout.skin_mask
     fitz = float(rng.uniform(1.0, 6.0)) if fitzpatrick is None else float(fitzpatrick)
@@ -387,17 +403,22 @@ def render_face(h: int, w: int, rng: np.random.Generator, uv: bool = False,
     has_lesions = rng.random() < lesion_prob
     if painted_lesions is None:
         painted_lesions = rng.random() < 0.3
-    weight = (depigmentation_weight(skin, rng) if has_lesions else np.zeros(shape, np.float32))
+    if has_lesions and lesion_fn is not None:
+        weight, colour_weight = lesion_fn(layout, rng)
+    else:
+        weight = (depigmentation_weight(skin, rng) if has_lesions else np.zeros(shape, np.float32))
+        colour_weight = weight
     strength = rng.uniform(0.75, 1.0)
     if not painted_lesions:
-        amel = AMELANOTIC_RGB + rng.normal(0, 4, 3).astype(np.float32)
+        amel = (AMELANOTIC_RGB + rng.normal(0, 4, 3).astype(np.float32)) if amelanotic_rgb is None \
+            else np.asarray(amelanotic_rgb, np.float32)
         depig = base + strength * (amel - base)
-        colour = colour + weight[..., None] * (depig[None, None, :] * (0.5 + 0.5 * mottling[..., None]) - colour)
+        colour = colour + colour_weight[..., None] * (depig[None, None, :] * (0.5 + 0.5 * mottling[..., None]) - colour)
 
     # --- freckles / naevi (pigment: absent inside lesions), pores (kept everywhere)
     pigment_spots = _dots(shape, rng, int(rng.choice([0, 0, 20, 80, 250]) * scale / 300), (0.5, 1.6), 0.7)
     naevi = _dots(shape, rng, int(rng.integers(0, 5)), (1.5, scale * 0.012 + 2), 0.8)
-    spots = np.maximum(pigment_spots * 0.5, naevi * 0.8) * (1.0 - np.clip(weight * 2 - 0.6, 0, 1))
+    spots = np.maximum(pigment_spots * 0.5, naevi * 0.8) * (1.0 - np.clip(colour_weight * 2 - 0.6, 0, 1))
     pores = _dots(shape, rng, int(scale * scale * rng.uniform(0.01, 0.04)), (0, 0.7), 0.5)
     fine = smooth_noise(shape, rng, 1.5)
 
@@ -406,7 +427,7 @@ def render_face(h: int, w: int, rng: np.random.Generator, uv: bool = False,
         uv_skin = UV_SKIN_RGB * (1.0 - 0.45 * melanin) * rng.uniform(0.75, 1.2)
         img = uv_skin[None, None, :] * mottling[..., None]
         vit = UV_VITILIGO_RGB * rng.uniform(0.75, 1.05) * strength
-        img = img + weight[..., None] * (vit[None, None, :] * (0.7 + 0.3 * mottling[..., None]) - img)
+        img = img + colour_weight[..., None] * (vit[None, None, :] * (0.7 + 0.3 * mottling[..., None]) - img)
         img *= (1.0 - 0.55 * spots)[..., None]  # pigment spots are enhanced under UV
     else:
         dark_spot = np.array([0.55, 0.45, 0.40], np.float32)
@@ -426,7 +447,9 @@ def render_face(h: int, w: int, rng: np.random.Generator, uv: bool = False,
 
     if painted_lesions and has_lesions:
         tmp = np.clip(img, 0, 255).astype(np.uint8)
-        tmp, _ = paint_depigmentation(tmp, skin, rng, weight=weight, uv=uv, strength=strength)
+        tmp, _ = paint_depigmentation(tmp, skin, rng, weight=colour_weight, uv=uv, strength=strength,
+                                      target_rgb=None if (uv or amelanotic_rgb is None) else amelanotic_rgb,
+                                      exposure=None if amelanotic_rgb is None else 1.0)
         img = tmp.astype(np.float32)
 
     # --- specular highlights (after lesions: they sit on top and are not lesion)

@@ -43,6 +43,23 @@ def save_weights_fp16(model: torch.nn.Module, path: Path) -> None:
     tmp.replace(path)
 
 
+def load_init_weights(model: torch.nn.Module, path: str | Path) -> None:
+    """Start from saved weights. A network with more input channels than the saved one
+    (RGB weights -> RGB + skin-relative channels) gets the RGB filters copied and the
+    new channels' filters zeroed, so it starts out computing exactly the old function."""
+    from .inference import load_state_dict
+
+    state = load_state_dict(path)
+    own = model.state_dict()
+    for key, value in state.items():
+        if key in own and value.ndim == 4 and own[key].shape != value.shape \
+                and own[key].shape[0] == value.shape[0] and own[key].shape[1] > value.shape[1]:
+            grown = torch.zeros_like(own[key])
+            grown[:, : value.shape[1]] = value
+            state[key] = grown
+    model.load_state_dict(state)
+
+
 def learning_rate(cfg: TrainConfig, iteration: int, total: int) -> float:
     o = cfg.optim
     if o.warmup_iters and iteration < o.warmup_iters:
@@ -84,7 +101,8 @@ class TrainingData:
             k = iteration * bs + j
             sample = self.train.get(self._train_index(k))
             img, tgt = prepare(sample, self.cfg.data.input_size, self.cfg.data.augment,
-                               sample_rng(self.cfg.seed + AUG_SEED_OFFSET, k))
+                               sample_rng(self.cfg.seed + AUG_SEED_OFFSET, k),
+                               skin_relative=self.cfg.data.skin_relative_inputs)
             images.append(img)
             targets.append(tgt)
         return torch.stack(images), torch.stack(targets)
@@ -101,7 +119,8 @@ def validate(model: torch.nn.Module, data: TrainingData) -> dict[str, float]:
     errors = []
     for i in range(data.n_val):
         sample = data.val.get(i)
-        img, tgt = prepare(sample, data.cfg.data.input_size, None, sample_rng(0, i))
+        img, tgt = prepare(sample, data.cfg.data.input_size, None, sample_rng(0, i),
+                           skin_relative=data.cfg.data.skin_relative_inputs)
         prob = model(img.unsqueeze(0)).softmax(1)[0, 1].numpy()
         skin = tgt.numpy() != 255
         truth = tgt.numpy() == 1
@@ -122,9 +141,7 @@ def train(cfg: TrainConfig, out_dir: Path, resume: bool = False, progress: bool 
     save_config(cfg, out_dir / f"{cfg.name}.yaml")
     model = build_model(cfg.model)
     if cfg.init_weights:
-        from .inference import load_state_dict
-
-        model.load_state_dict(load_state_dict(cfg.init_weights))
+        load_init_weights(model, cfg.init_weights)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     criterion = OhemCrossEntropy(cfg.loss.thresh, cfg.loss.min_kept, cfg.loss.ignore_index)

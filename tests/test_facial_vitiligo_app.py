@@ -213,3 +213,43 @@ def test_calibrated_photograph_reports_areas_in_mm2(bad_inputs):
 def test_nothing_analysable_exits_non_zero_and_writes_no_dicom(bad_inputs, tmp_path):
     root, _, _ = bad_inputs
     assert_nothing_analysable_fails(APP, root / "in", ("notes.txt", "ct.dcm", "no_face.dcm"), tmp_path)
+
+
+# ---------------------------------------------------------------------------------------
+# Quality flags: a before/after composite with two faces is analysed (largest) and flagged.
+
+
+@pytest.fixture(scope="module")
+def composite_run(tmp_path_factory):
+    import cv2
+
+    root = tmp_path_factory.mktemp("composite")
+    (root / "in").mkdir()
+    portrait = astronaut_portrait(708, 1060)
+    canvas = np.full((1060, 1500, 3), 200, np.uint8)
+    canvas[:, :708] = portrait
+    canvas[200:730, 1000:1354] = cv2.resize(portrait, (354, 530))
+    write_dataset(photograph_dataset(canvas, transfer_syntax=JPEGBaseline8Bit), root / "in" / "composite.dcm")
+    return root / "out", run_app(APP, root / "in", root / "out")
+
+
+def test_several_faces_are_flagged_in_results_and_sr(composite_run):
+    out, proc = composite_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    case = results_of(out)["cases"][0]
+    quality = case["results"]["quality"]
+    assert quality["flagged"] and "several-faces" in quality["flags"]
+    assert any("2 faces found" in reason and "largest" in reason for reason in quality["reasons"])
+    assert case["results"]["faces_found"] == 2
+    group = read_measurement_report(sorted(out.glob("SR_*.dcm"))[0])[0]
+    assert codes.RESULT_QUALITY_FLAG.meaning in group["qualitative"]
+    for path in sorted(out.glob("*.dcm")):
+        assert not dciodvfy(path).errors, path.name
+
+
+def test_a_single_face_photograph_reports_its_quality(demo_run):
+    _, out, _ = demo_run
+    for case in results_of(out)["cases"]:
+        quality = case["results"]["quality"]
+        assert "several-faces" not in quality["flags"]
+        assert set(quality) == {"flagged", "reasons", "flags", "values"}

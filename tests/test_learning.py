@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+import yaml
 from pydicom.sr.coding import Code
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -46,7 +47,7 @@ from tests.pacs.orthanc import OrthancServer
 HOLDOUT_PERCENT = 40
 PAINT = {"size_range": (0.25, 0.5), "n_patches": 4}  # confluent patches: the shipped model misses their interior
 SIZE = (354, 530)
-SHIPPED_VERSION = "1.0.0"
+SHIPPED_VERSION = yaml.safe_load((REPO / "models" / "weights" / "facial_vitiligo_ddrnet23slim.yaml").read_text())["version"]
 ITERATIONS = 40
 
 _reason = isolation_unavailable_reason()
@@ -136,9 +137,9 @@ def test_registry_promotes_and_rolls_back_by_replacing_one_link(tmp_path):
     weights = work / shipped.weights.name
     shutil.copy(shipped.weights, weights)
     weights.with_suffix(".yaml").write_text(
-        shipped.weights.with_suffix(".yaml").read_text().replace(f"version: {SHIPPED_VERSION}", "version: 1.0.0-local.1"))
+        shipped.weights.with_suffix(".yaml").read_text().replace(f"version: {SHIPPED_VERSION}", f"version: {SHIPPED_VERSION}-local.1"))
     candidate = registry.add_candidate("facial_vitiligo", weights, {"evaluation": None}, "# card\n")
-    assert (candidate.id, candidate.state, candidate.version) == ("facial_vitiligo-1", "candidate", "1.0.0-local.1")
+    assert (candidate.id, candidate.state, candidate.version) == ("facial_vitiligo-1", "candidate", f"{SHIPPED_VERSION}-local.1")
     assert registry.activate(candidate.id).state == "active"
     link = tmp_path / "models" / "active" / "facial_vitiligo"
     assert link.is_symlink() and (link / weights.name).resolve() == candidate.weights.resolve()
@@ -334,7 +335,7 @@ def test_train_promote_and_roll_back_while_the_service_runs(clinic, face_masker)
     study = pydicom.dcmread(new[0].path, stop_before_pixels=True).StudyInstanceUID
     wait_until(lambda: orthanc.find_instances(study, "SR"), 180, interval=1, what=f"SR\n{node.log_tail()}")
     algorithm = sr_algorithm(orthanc, study)
-    assert algorithm["version"].endswith(candidate["version"]) and candidate["version"].startswith("1.0.0-local.")
+    assert algorithm["version"].endswith(candidate["version"]) and candidate["version"].startswith(f"{SHIPPED_VERSION}-local.")
     assert algorithm["parameters"]["weights_sha256"] == candidate["weights_sha256"]
 
     # Roll back: the next analysis is the shipped model's again.

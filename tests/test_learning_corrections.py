@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import io
+from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
+import yaml
 from pydicom.sr.coding import Code
 
 from dicom import codes
@@ -136,9 +138,11 @@ def test_close_up_corrections_fine_tune_the_close_up_model(tmp_path):
     finished = execute(config, run["id"])
     assert progress(config.data_dir, finished)["state"] == "done"
     candidate = ModelRegistry(config.models_dir).get(finished["candidate"])
-    assert candidate.app == "vitiligo_lesion" and candidate.version == "0.1.0-local.1"
+    shipped = yaml.safe_load((Path(__file__).resolve().parents[1] / "models" / "weights"
+                              / "vitiligo_lesion_unet_mobilenetv3.yaml").read_text())["version"]
+    assert candidate.app == "vitiligo_lesion" and candidate.version == f"{shipped}-local.1"
     evaluation = candidate.info["evaluation"]
-    assert evaluation["active"]["version"] == "0.1.0" and evaluation["verdict"] in ("better", "equal", "worse")
+    assert evaluation["active"]["version"] == shipped and evaluation["verdict"] in ("better", "equal", "worse")
     assert evaluation["candidate"]["held_out"]["n"] == len(ts.split("vitiligo_lesion")[1])
     card = candidate.weights.with_suffix(".md").read_text()
     assert "models.lesion" in card and "1.2.3." not in card

@@ -29,6 +29,9 @@ class LesionDataConfig:
     val_seed: int = 1000  # held-out synthetic set (evaluation uses it too)
     resize: int = 312
     crop: int = 256
+    # "v1": the first close-up painter; "v2": render_closeup_v2 (lesions of any extent 0-95 %,
+    # same milky colour on any skin, light/white backgrounds)
+    generator: Literal["v1", "v2"] = "v1"
 
 
 @dataclass

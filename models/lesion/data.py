@@ -84,7 +84,7 @@ def build_pairs(cfg: LesionDataConfig, split: str) -> list[tuple[np.ndarray, np.
     n, seed = (cfg.n_train, cfg.seed) if split == "train" else (cfg.n_val, cfg.val_seed)
     out = []
     for index in range(n):
-        sample = generate_closeup(seed, index, size=cfg.resize)
+        sample = generate_closeup(seed, index, size=cfg.resize, generator=cfg.generator)
         out.append((sample.image, labels_of(sample)))
     return out
 

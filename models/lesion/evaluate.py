@@ -2,6 +2,13 @@
 
     python -m models.lesion.evaluate --weights models/weights/vitiligo_lesion_*.pt --out runs/eval_lesion
     python -m models.lesion.evaluate --weights W.pt --data-folder HELDOUT --out runs/eval_local
+    python -m models.lesion.evaluate --suite --n 200 --weights W.pt --out runs/suite_closeup
+
+``--suite``: the issue-10 evaluation suite on generator-v2 close-ups
+(``models.evaluation_suite``): Dice and "% of visible skin" error and Spearman by extent
+bin, skin type, background (none, light wall/fabric/glitter, other) and image size, for
+the network and for the colour rule (L* above Otsu inside the network's own skin mask),
+with contact sheets.
 
 Per weights file: lesion F1 (the paper's metric), IoU, precision, recall, pooled over the
 held-out set (confusion summed over images), plus visible-skin IoU. Writes
@@ -74,13 +81,56 @@ def _figure(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+SUITE_SEED = 424_242
+SUITE_SIZES = (256, 416, 768, 1200)
+
+
+def closeup_suite_samples(n: int, seed: int = SUITE_SEED):
+    """Held-out v2 close-ups of several sizes (400-px web photos to large ones)."""
+    from models.synthetic import sample_rng
+
+    from .synthetic import render_closeup_v2
+
+    for i in range(n):
+        side = SUITE_SIZES[i % len(SUITE_SIZES)]
+        yield f"closeup_{i:04d}", render_closeup_v2(side, side, sample_rng(seed, i))
+
+
+def run_closeup_suite(weights: str | Path, n: int, out: Path) -> dict:
+    from models.evaluation_suite import CLOSEUP_FACTORS, run_suite
+    from models.skin_reference import colour_rule_mask
+
+    from .inference import CloseUpSegmenter
+
+    seg = CloseUpSegmenter.load(weights)
+
+    def model(rgb, _skin):
+        skin, lesion = seg.predict(rgb)
+        return lesion, skin
+
+    def colour_rule(rgb, _skin):
+        skin, _lesion = seg.predict(rgb)
+        return colour_rule_mask(rgb, skin), skin
+
+    summary = run_suite({"model": model, "colour_rule": colour_rule}, closeup_suite_samples(n), out,
+                        factors=CLOSEUP_FACTORS, title="held-out generator-v2 close-ups")
+    print((out / "suite.md").read_text(encoding="utf-8"))
+    return summary
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--suite", action="store_true", help="the issue-10 breakdown suite on v2 close-ups")
     p.add_argument("--weights", nargs="+", default=["models/weights/vitiligo_lesion_*.pt"])
     p.add_argument("--data-folder", help="held-out ROOT/images + ROOT/masks (+ skin/); default synthetic")
     p.add_argument("--n", type=int, help="number of held-out synthetic images (default: config n_val)")
     p.add_argument("--out", default="runs/eval_vitiligo_lesion")
     a = p.parse_args(argv)
+    if a.suite:
+        files = sorted({f for w in a.weights for f in (glob.glob(w) or [w])})
+        for weights in files:
+            run_closeup_suite(weights, a.n or 200, Path(a.out) / Path(weights).stem if len(files) > 1 else Path(a.out))
+        return 0
     from .config import load_lesion_config
     from .data import build_pairs, read_folder, resize_pair
 
