@@ -29,16 +29,29 @@ WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "skin_prick_unet.pt"
 
 
-def predict_label_maps(model: torch.nn.Module, boxed: list[np.ndarray], bf16: bool = False) -> np.ndarray:
-    """Label maps (N, S, S) uint8 (0/1/2) for letterboxed uint8 RGB squares."""
+def predict_logits(model: torch.nn.Module, boxed: list[np.ndarray], bf16: bool = False) -> torch.Tensor:
     x = torch.stack([to_tensor(b) for b in boxed])
     with torch.inference_mode():
         if bf16:
             with torch.autocast("cpu", dtype=torch.bfloat16):
-                logits = model(x)
-        else:
-            logits = model(x)
-    return logits.float().argmax(1).to(torch.uint8).numpy()
+                return model(x).float()
+        return model(x).float()
+
+
+def label_maps_from_logits(model: torch.nn.Module, logits: torch.Tensor) -> np.ndarray:
+    """Label maps (N, S, S) uint8 (0/1/2). A sigmoid head decides the wheal on its own map
+    (a wheal pixel is a wheal whatever the reaction map says)."""
+    if getattr(model, "head_kind", "softmax") == "sigmoid":
+        p = logits.sigmoid()
+        out = (p[:, 0] > 0.5).to(torch.uint8)
+        out[p[:, 1] > 0.5] = WHEAL
+        return out.numpy()
+    return logits.argmax(1).to(torch.uint8).numpy()
+
+
+def predict_label_maps(model: torch.nn.Module, boxed: list[np.ndarray], bf16: bool = False) -> np.ndarray:
+    """Label maps (N, S, S) uint8 (0/1/2) for letterboxed uint8 RGB squares."""
+    return label_maps_from_logits(model, predict_logits(model, boxed, bf16))
 
 
 class PrickSegmenter:
