@@ -51,6 +51,7 @@ class SkinPrickMeasurementStep:
         scale = case.findings.get("prick_model_scale", 1.0)
         min_px = max(1, int(round(self.min_reaction_model_px / (scale * scale))))
         reactions = find_reactions(erythema, wheal, min_area_px=min_px)
+        case.findings["prick_reactions"] = reactions  # the panel step matches them to sites
         spacing = case.photo.pixel_spacing_mm
         px_area = float(spacing[0] * spacing[1]) if spacing else 1.0
         area_unit = codes.SQUARE_MILLIMETER if spacing else codes.PIXELS

@@ -11,6 +11,7 @@ photograph (uint8 linear resize + 0.5 threshold: smooth borders, cheap at 4000 p
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -54,6 +55,14 @@ def predict_label_maps(model: torch.nn.Module, boxed: list[np.ndarray], bf16: bo
     return label_maps_from_logits(model, predict_logits(model, boxed, bf16))
 
 
+@dataclass
+class PrickPrediction:
+    erythema: np.ndarray  # bool (H, W), whole reaction (wheal included)
+    wheal: np.ndarray  # bool (H, W)
+    site_marks_xy: list[tuple[float, float]]  # prick-site marks found (photo pixels)
+    model_scale: float  # model pixels per photo pixel
+
+
 class PrickSegmenter:
     """U-Net wheal/erythema segmenter with the identity the DICOM SR records."""
 
@@ -95,6 +104,27 @@ class PrickSegmenter:
         boxed, info = letterbox(rgb, self.input_size)
         labels = predict_label_maps(self.model, [boxed], self.bf16)[0]
         return labels[info.y0:info.y0 + info.h, info.x0:info.x0 + info.w], info
+
+    @property
+    def has_site_map(self) -> bool:
+        return self.config.model.head == "sigmoid"
+
+    def predict_panel(self, rgb: np.ndarray) -> "PrickPrediction":
+        """Full-resolution masks plus the prick-site marks (photo x, y) the net saw."""
+        rgb = np.asarray(rgb)
+        boxed, info = letterbox(rgb, self.input_size)
+        logits = predict_logits(self.model, [boxed], self.bf16)
+        labels = label_maps_from_logits(self.model, logits)[0][info.y0:info.y0 + info.h, info.x0:info.x0 + info.w]
+        erythema, wheal = upsample_masks(labels, rgb.shape[:2])
+        marks: list[tuple[float, float]] = []
+        if self.has_site_map:
+            site = (logits[0, 2].sigmoid().numpy() > 0.5)[info.y0:info.y0 + info.h, info.x0:info.x0 + info.w]
+            n, _, stats, centroids = cv2.connectedComponentsWithStats(site.astype(np.uint8), connectivity=8)
+            for k in range(1, n):
+                if stats[k, cv2.CC_STAT_AREA] >= 2:
+                    x, y = centroids[k]
+                    marks.append(((x + 0.5) / info.scale - 0.5, (y + 0.5) / info.scale - 0.5))
+        return PrickPrediction(erythema, wheal, marks, float(info.scale))
 
     def predict(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Full-resolution (erythema incl. wheal, wheal) boolean masks of an RGB photograph."""

@@ -50,11 +50,18 @@ def diameters(mask: np.ndarray, spacing: tuple[float, float] | None = None) -> D
 
     ``spacing`` is (row, column) in mm per pixel (DICOM Pixel Spacing order).
     """
+    linear = np.diag([spacing[1], spacing[0]]) if spacing is not None else None
+    return diameters_linear(mask, linear)
+
+
+def diameters_linear(mask: np.ndarray, linear: np.ndarray | None = None) -> Diameters:
+    """As :func:`diameters`, the outline first mapped by a 2x2 matrix (pixel x, y -> mm):
+    a fitted panel grid's inverse, which undoes rotation, scale and an oblique view's tilt."""
     pts = _corner_points(mask)
     if len(pts) == 0:
         return Diameters(0.0, 0.0)
-    if spacing is not None:
-        pts = pts * np.array([spacing[1], spacing[0]], np.float64)
+    if linear is not None:
+        pts = pts @ np.asarray(linear, np.float64).T
     hull = cv2.convexHull(pts.astype(np.float32)).reshape(-1, 2).astype(np.float64)
     if len(hull) < 2:
         return Diameters(0.0, 0.0)
