@@ -135,7 +135,7 @@ class SkinPrickPanelStep:
             "mm_per_pixel": None if reading.mm_per_px is None else round(reading.mm_per_px, 5),
             "scale_uncertainty_percent": None if reading.scale_uncertainty is None
             else round(100 * reading.scale_uncertainty, 2),
-            "length_unit": length.value,
+            "panel_length_unit": length.value,
             "panel_sites": sites_out,
             "unmatched_reactions": unmatched_out,
         })

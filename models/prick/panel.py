@@ -90,7 +90,7 @@ class PanelConfig:
     layout: LayoutConfig = field(default_factory=LayoutConfig)
     rule: RuleConfig = field(default_factory=RuleConfig)
     match: MatchConfig = field(default_factory=MatchConfig)
-    max_rotation_deg: float = 40.0  # the panel is photographed roughly upright (site 1 top-left)
+    max_rotation_deg: float = 30.0  # the panel is photographed roughly upright (site 1 top-left)
     placement_sd_mm: float = 1.5  # hand placement of the pricks around the nominal grid
 
     def __post_init__(self) -> None:
@@ -232,7 +232,7 @@ def fit_grid(points_xy, panel: PanelConfig, image_shape: tuple[int, int],
     keep = ok_scale & (np.abs(rot) <= panel.max_rotation_deg)
     if not keep.any():
         return None
-    R, t, scale = R[keep], t[keep], scale[keep]
+    R, t, scale, rot = R[keep], t[keep], scale[keep], rot[keep]
     pred = np.einsum("hij,sj->hsi", R, grid) + t[:, None, :]  # (H, S, 2)
     d = np.linalg.norm(pts[None, :, None, :] - pred[:, None, :, :], axis=-1)  # (H, P, S)
     tol = 0.3 * panel.spacing_mm * scale  # px, per hypothesis
@@ -240,7 +240,9 @@ def fit_grid(points_xy, panel: PanelConfig, image_shape: tuple[int, int],
     inlier = near < tol[:, None]
     support = (inlier * w[None]).sum(1)
     err = np.where(inlier, near / tol[:, None], 1.0).sum(1)
-    score = support - 0.01 * err
+    # Ties (few points) go to the panel photographed whole and upright.
+    outside = ((pred[..., 0] < 0) | (pred[..., 0] >= wd) | (pred[..., 1] < 0) | (pred[..., 1] >= h)).sum(1)
+    score = support - 0.01 * err - 0.05 * outside - 0.002 * np.abs(rot) / max(panel.max_rotation_deg, 1)
     best = int(np.argmax(score))
     A, tt = R[best], t[best]
     assigned: dict[int, int] = {}
@@ -252,7 +254,7 @@ def fit_grid(points_xy, panel: PanelConfig, image_shape: tuple[int, int],
         src = grid[list(assigned.values())]
         dst = pts[list(assigned.keys())]
         A, tt = _least_squares(src, dst, affine=len(assigned) >= 4 and _spread(src))
-    if len(assigned) < 2:
+    if len(assigned) < (2 if px_per_mm_known else 3):  # two points fix a grid only with a known scale
         return None
     src = grid[list(assigned.values())]
     dst = pts[list(assigned.keys())]
