@@ -227,6 +227,40 @@ def test_train_writes_weights_config_and_history_that_inference_loads(tmp_path):
     assert erythema.shape == wheal.shape == (90, 130) and not (wheal & ~erythema).any()
 
 
+def test_sigmoid_head_trains_on_site_marks_resumes_and_predicts_a_panel(tmp_path):
+    from models.prick.data import SITE_BIT, SITE_KNOWN, SyntheticPrickDataset, decode_targets
+    from models.prick.inference import PrickSegmenter
+    from models.prick.losses import sigmoid_maps_loss
+    from models.prick.train import main as train_main
+
+    image, label = SyntheticPrickDataset(1, 0, 96, with_sites=True, scale=(0.8, 1.2)).get(0)
+    assert image.shape == (96, 96, 3) and (label & SITE_KNOWN).any() and (label & SITE_BIT).any()
+    t, known = decode_targets(torch.from_numpy(label[None]).long())
+    assert known.tolist() == [True] and t.shape == (1, 3, 96, 96)
+    assert torch.equal(t[0, 1].bool(), torch.from_numpy((label & 3) == WHEAL))
+    # A perfect prediction scores far lower than its opposite.
+    perfect = (t * 2 - 1) * 20
+    assert sigmoid_maps_loss(perfect, torch.from_numpy(label[None]).long()) < 0.05
+    assert sigmoid_maps_loss(-perfect, torch.from_numpy(label[None]).long()) > 1.0
+
+    cfg = load_config(_tiny_config(tmp_path))
+    cfg.model.head, cfg.loss.name = "sigmoid", "sigmoid_dice_bce"
+    cfg.data.synthetic_scale = (0.8, 1.2)
+    cfg.optim.epochs = 1
+    save_config(cfg, tmp_path / "sig.yaml")
+    out = tmp_path / "run"
+    assert train_main(["--config", str(tmp_path / "sig.yaml"), "--out", str(out)]) == 0
+    assert (out / "checkpoint.pt").exists()
+    assert train_main(["--config", str(tmp_path / "sig.yaml"), "--out", str(out), "--epochs", "2", "--resume"]) == 0
+    history = json.loads((out / "history.json").read_text())
+    assert history["epochs_run"] == 2 and history["iterations"] == 2  # epoch 1 was not repeated
+    seg = PrickSegmenter.load(out / "skin_prick_tiny.pt", num_threads=1)
+    assert seg.has_site_map
+    pred = seg.predict_panel(generate_sample(0, 1, size=(90, 130)).image)
+    assert pred.erythema.shape == (90, 130) and not (pred.wheal & ~pred.erythema).any()
+    assert isinstance(pred.site_marks_xy, list)
+
+
 def test_folder_dataset_training_and_evaluation_with_cross_validation(tmp_path, capsys):
     from models.prick.evaluate import main as evaluate_main
     from models.prick.evaluate import write_synthetic_folder
