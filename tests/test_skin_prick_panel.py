@@ -169,3 +169,14 @@ def test_fit_rejects_upside_down_grids_and_finds_the_rotation():
     assert fit is not None and fit.px_per_mm == pytest.approx(6.0, rel=1e-3)
     assert np.allclose(fit.sites_xy(grid), pts, atol=1e-3)
     assert set(fit.assigned.values()) == {0, 3, 5, 7, 10}
+
+
+@pytest.mark.parametrize("fitzpatrick,flagged", [(1, False), (3, False), (6, True)])
+def test_dark_skin_is_flagged_low_contrast(fitzpatrick, flagged):
+    from types import SimpleNamespace
+
+    from operators.skin_prick_panel import SkinPrickPanelStep
+
+    s = generate_sample(13, 20, size=(384, 512), grid=(2, 6), fitzpatrick=fitzpatrick, oblique=False)
+    case = SimpleNamespace(photo=SimpleNamespace(pixels=s.image), findings={"prick_erythema": s.label >= 1})
+    assert SkinPrickPanelStep._low_contrast(case) is flagged

@@ -27,6 +27,9 @@ class UNetConfig:
     # "sigmoid": three independent maps (whole reaction, wheal, prick-site mark): the wheal
     # is its own decision, not a runner-up to the halo, and the site map feeds the grid fit.
     head: Literal["softmax", "sigmoid"] = "softmax"
+    # sigmoid head: probability thresholds of (reaction, wheal, site mark), chosen on
+    # validation photographs (models.prick.evaluate_arms --tune-thresholds), never on test ones.
+    thresholds: tuple[float, float, float] = (0.5, 0.5, 0.5)
 
 
 @dataclass

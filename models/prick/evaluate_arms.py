@@ -31,6 +31,7 @@ from .synthetic import generate_sample
 
 SIZES = [(384, 512), (768, 1024), (1536, 2048), (3000, 4000)]
 SEED = 9013
+VAL_SEED = 7031  # threshold tuning (validation); never the test seed
 
 
 def eval_panel(spacing_mm: float = 25.0) -> PanelConfig:
@@ -102,6 +103,43 @@ def evaluate(segmenter, count: int, seed: int = SEED, min_reaction_model_px: int
     return out
 
 
+def tune_thresholds(segmenter, count: int, seed: int = VAL_SEED, log=print) -> tuple[float, float]:
+    """Reaction and wheal thresholds that make total areas unbiased on validation panels.
+
+    Validation photographs (``VAL_SEED``, not the test seed) are run once; for each
+    candidate threshold the median relative error of the total area (at the model's
+    resolution, truth letterboxed the same way) is computed, and the threshold with the
+    smallest mean absolute relative error is kept.
+    """
+    import torch
+
+    from models.data import letterbox
+
+    from .data import letterbox_pair, to_tensor
+
+    grid = np.round(np.arange(0.2, 0.81, 0.05), 2)
+    errs = {0: {t: [] for t in grid}, 1: {t: [] for t in grid}}
+    for i in range(count):
+        s = generate_sample(seed, i, size=SIZES[i % len(SIZES)], grid=(2, 6), spacing_mm=25.0)
+        boxed, info = letterbox(s.image, segmenter.input_size)
+        _, label = letterbox_pair(s.image, s.label, segmenter.input_size)
+        with torch.inference_mode():
+            prob = segmenter.model(to_tensor(boxed)[None]).float().sigmoid()[0].numpy()
+        for ch, truth in ((0, label >= 1), (1, label == 2)):
+            n = np.count_nonzero(truth)
+            if n:
+                for t in grid:
+                    errs[ch][t].append((np.count_nonzero(prob[ch] > t) - n) / n)
+        log(f"threshold tuning: photograph {i + 1}/{count}")
+    best = []
+    for ch in (0, 1):
+        scores = {t: float(np.mean(np.abs(v))) for t, v in errs[ch].items()}
+        t = min(scores, key=scores.get)
+        log(f"{('reaction', 'wheal')[ch]}: threshold {t} (mean |area error| {scores[t]:.3f}; at 0.5: {scores[0.5]:.3f})")
+        best.append(float(t))
+    return best[0], best[1]
+
+
 def plot(result: dict, path: Path) -> None:
     import matplotlib
 
@@ -134,10 +172,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--count", type=int, default=24)
     p.add_argument("--seed", type=int, default=SEED)
     p.add_argument("--out", required=True)
+    p.add_argument("--tune-thresholds", type=int, default=0, metavar="N",
+                   help="first choose the reaction/wheal thresholds on N validation panels (seed 7031) "
+                        "and write them into the weights' YAML")
     args = p.parse_args(argv)
+    from .config import save_config
     from .inference import PrickSegmenter
 
     seg = PrickSegmenter.load(args.weights)
+    if args.tune_thresholds:
+        reaction_t, wheal_t = tune_thresholds(seg, args.tune_thresholds, log=lambda line: print(line, flush=True))
+        seg.config.model.thresholds = (reaction_t, wheal_t, seg.config.model.thresholds[2])
+        save_config(seg.config, Path(args.weights).with_suffix(".yaml"))
+        seg = PrickSegmenter.load(args.weights)
     result = evaluate(seg, args.count, args.seed, log=lambda line: print(line, flush=True))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

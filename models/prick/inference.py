@@ -44,8 +44,9 @@ def label_maps_from_logits(model: torch.nn.Module, logits: torch.Tensor) -> np.n
     (a wheal pixel is a wheal whatever the reaction map says)."""
     if getattr(model, "head_kind", "softmax") == "sigmoid":
         p = logits.sigmoid()
-        out = (p[:, 0] > 0.5).to(torch.uint8)
-        out[p[:, 1] > 0.5] = WHEAL
+        t = getattr(model, "thresholds", (0.5, 0.5, 0.5))
+        out = (p[:, 0] > t[0]).to(torch.uint8)
+        out[p[:, 1] > t[1]] = WHEAL
         return out.numpy()
     return logits.argmax(1).to(torch.uint8).numpy()
 
@@ -118,7 +119,7 @@ class PrickSegmenter:
         erythema, wheal = upsample_masks(labels, rgb.shape[:2])
         marks: list[tuple[float, float]] = []
         if self.has_site_map:
-            site = (logits[0, 2].sigmoid().numpy() > 0.5)[info.y0:info.y0 + info.h, info.x0:info.x0 + info.w]
+            site = (logits[0, 2].sigmoid().numpy() > self.config.model.thresholds[2])[info.y0:info.y0 + info.h, info.x0:info.x0 + info.w]
             n, _, stats, centroids = cv2.connectedComponentsWithStats(site.astype(np.uint8), connectivity=8)
             for k in range(1, n):
                 if stats[k, cv2.CC_STAT_AREA] >= 2:
