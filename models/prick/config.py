@@ -83,6 +83,9 @@ class OptimConfig:
 class LossConfig:
     name: Literal["dice", "dice_ce", "sigmoid_dice_bce"] = "dice"  # the paper: Dice-coefficient loss
     ce_weight: float = 1.0  # dice_ce only
+    # sigmoid_dice_bce only, per map (reaction, wheal, site mark): BCE positive weight, Dice weight
+    pos_weight: tuple[float, float, float] = (1.0, 2.0, 5.0)
+    dice_weight: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
 
 @dataclass

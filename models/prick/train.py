@@ -112,7 +112,8 @@ def train(cfg: PrickConfig, out: str | Path, folder: str | None = None, train_na
         for _ in range(per_epoch):
             idx = rng.integers(0, len(train_set), bs)
             x, y = training_batch(train_set, idx, cfg.data, cfg.seed, step)
-            loss = segmentation_loss(cfg.loss.name, model(x), y, cfg.loss.ce_weight)
+            loss = segmentation_loss(cfg.loss.name, model(x), y, cfg.loss.ce_weight,
+                                     cfg.loss.pos_weight, cfg.loss.dice_weight)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
