@@ -4,7 +4,7 @@
 
 Photographs 512x384, 1024x768, 2048x1536 and 4000x3000 in turn (seed 9013, never used in
 training), 2 x 6 panels at 25 mm, about a third oblique. Each goes through the app's path
-(``PrickSegmenter.predict_panel`` -> ``find_reactions`` -> ``read_panel``; Pixel Spacing
+(``PrickSegmenter.predict_panel`` -> ``find_reactions`` -> ``drop_strokes`` -> ``read_panel``; Pixel Spacing
 given for frontal views, the panel grid calibrates oblique ones). Reports:
 
 - Dice per class (whole reaction incl. wheal; wheal), pooled and mean per image;
@@ -25,13 +25,23 @@ import numpy as np
 
 from models.metrics import confusion, dice
 
-from .measure import bland_altman, find_reactions
+from .measure import bland_altman, drop_strokes, find_reactions
 from .panel import LayoutConfig, PanelConfig, PanelSiteConfig, read_panel
 from .synthetic import generate_sample
 
 SIZES = [(384, 512), (768, 1024), (1536, 2048), (3000, 4000)]
 SEED = 9013
 VAL_SEED = 7031  # threshold tuning (validation); never the test seed
+
+
+def kept_masks(reactions, shape) -> tuple[np.ndarray, np.ndarray]:
+    """The union of the kept reactions (speckle and pen strokes removed), as the app's SEG."""
+    ery, wh = np.zeros(shape, bool), np.zeros(shape, bool)
+    for r in reactions:
+        x0, y0, x1, y1 = r.bbox
+        ery[y0:y1, x0:x1] |= r.erythema
+        wh[y0:y1, x0:x1] |= r.wheal
+    return ery, wh
 
 
 def eval_panel(spacing_mm: float = 25.0) -> PanelConfig:
@@ -54,7 +64,8 @@ def evaluate(segmenter, count: int, seed: int = SEED, min_reaction_model_px: int
         pred = segmenter.predict_panel(s.image)
         scale = pred.model_scale
         min_px = max(1, int(round(min_reaction_model_px / (scale * scale))))
-        reactions = find_reactions(pred.erythema, pred.wheal, min_area_px=min_px)
+        reactions = drop_strokes(find_reactions(pred.erythema, pred.wheal, min_area_px=min_px))
+        pred.erythema, pred.wheal = kept_masks(reactions, s.label.shape)  # what the SEG holds
         spacing = None if s.oblique else (1 / s.px_per_mm, 1 / s.px_per_mm)
         reading = read_panel(panel, reactions, pred.site_marks_xy, s.label.shape, spacing)
         seconds = time.perf_counter() - t0

@@ -158,6 +158,22 @@ def find_reactions(erythema: np.ndarray, wheal: np.ndarray, min_area_px: int = 1
     return reading_order(reactions)
 
 
+def solidity(mask: np.ndarray) -> float:
+    """Area / convex hull area: ~0.9 for a flare or wheal, low for pen strokes and hairs."""
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    if not contours:
+        return 0.0
+    hull = cv2.convexHull(np.concatenate(contours))
+    return float(np.count_nonzero(mask)) / max(1.0, float(cv2.contourArea(hull)) + 0.5 * cv2.arcLength(hull, True) + 1)
+
+
+def drop_strokes(reactions: list[Reaction], min_solidity: float = 0.78) -> list[Reaction]:
+    """Drop flare-only regions shaped like pen strokes or hairs (not compact): the net
+    mistakes the numbers written beside the sites for faint erythema. Regions with a wheal
+    are kept whatever their shape (merged flares, pseudopods)."""
+    return [r for r in reactions if r.wheal_pixels or solidity(r.erythema) >= min_solidity]
+
+
 def reading_order(reactions: list[Reaction]) -> list[Reaction]:
     """Rows top to bottom, left to right in each row (see the module docstring)."""
     if not reactions:
