@@ -118,6 +118,14 @@ def load_model(loader, model_path: str | os.PathLike | None, shipped: Path, patt
     return _MODELS[key]
 
 
+def _model_card(model) -> str:
+    """The card beside the weights: shipped ones in models/weights/, a node's own versions in its registry."""
+    weights = getattr(model, "weights_path", None)
+    if weights is None or Path(weights).resolve().parent == Path(__file__).resolve().parents[1] / "models" / "weights":
+        return f"models/weights/{model.name}.md"
+    return f"{Path(weights).resolve().parent.name}/{Path(weights).with_suffix('.md').name} in the node's model registry"
+
+
 def algorithm_identity(app_name: str, model) -> AlgorithmIdentity:
     """What the SEG and SR say produced them: app, model version and weights hash."""
     return AlgorithmIdentity(
@@ -125,5 +133,5 @@ def algorithm_identity(app_name: str, model) -> AlgorithmIdentity:
         version=f"{DERMPACS_VERSION} {model.name} {model.version}"[:64],
         family=codes.ARTIFICIAL_INTELLIGENCE,
         weights_sha256=model.weights_sha256,
-        description=f"{model.architecture}. Model card: models/weights/{model.name}.md",
+        description=f"{model.architecture}. Model card: {_model_card(model)}",
     )

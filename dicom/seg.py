@@ -17,6 +17,7 @@ from pathlib import Path
 import highdicom as hd
 import numpy as np
 from highdicom.seg.enum import SegmentsOverlapValues, SegmentationTypeValues
+from pydicom.dataset import Dataset
 from pydicom.sr.coding import Code
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
@@ -203,6 +204,13 @@ def _check_masks(photo: Photograph, segments: Sequence[SegmentSpec], masks: np.n
     return masks
 
 
+def copy_issuer_of_patient_id(result: Dataset, source: Dataset) -> None:
+    """highdicom copies Patient ID but not its issuer; priors are matched on both (dicom.longitudinal)."""
+    issuer = source.get("IssuerOfPatientID")
+    if issuer:
+        result.IssuerOfPatientID = issuer
+
+
 def _add_photo_geometry(seg: hd.seg.Segmentation, photo: Photograph) -> None:
     """Add the plane geometry OHIF needs (DESIGN.md) to a SEG of a photograph."""
     source = photo.dataset
@@ -283,6 +291,7 @@ def build_photo_segmentation(
         ),
     )
     _add_photo_geometry(seg, photo)
+    copy_issuer_of_patient_id(seg, photo.dataset)
     seg.file_meta.TransferSyntaxUID = transfer_syntax_uid  # deflating is pydicom's, on writing
     return seg
 

@@ -30,8 +30,9 @@ from pydicom.uid import (
 )
 
 from . import __version__, codes
+from .longitudinal import VisitContext
 from .reader import Photograph
-from .seg import MANUFACTURER, AlgorithmIdentity
+from .seg import MANUFACTURER, AlgorithmIdentity, copy_issuer_of_patient_id
 
 __all__ = [
     "NumericMeasurement",
@@ -58,6 +59,8 @@ class NumericMeasurement:
     unit: Code
     finding_site: Code | None = None
     tracking_label: str = ""
+    segmentation: hd.seg.Segmentation | None = None
+    """The SEG this number was measured on, when not the group's (e.g. a change map)."""
 
     def __post_init__(self) -> None:
         _check_code(self.name, "measurement name")
@@ -101,8 +104,16 @@ class PhotoMeasurementGroup:
     qualitative: Sequence[QualitativeFinding] = ()
     segmentation: hd.seg.Segmentation | None = None
     """The SEG the measurements come from: referenced as Source of Measurement."""
+    tracking_uid: str | None = None
+    """Same in every visit of this finding (dicom.longitudinal.tracking_uid); None: a new UID."""
+    visit: VisitContext | None = None
+    """TID 1502 time point and the earlier reports compared with."""
 
     def __post_init__(self) -> None:
+        if self.tracking_uid is not None and not _is_uid(self.tracking_uid):
+            raise ValueError(f"tracking_uid {self.tracking_uid!r} is not a DICOM UID")
+        if self.visit is not None and not isinstance(self.visit, VisitContext):
+            raise TypeError(f"visit must be a VisitContext, got {type(self.visit).__name__}")
         if not isinstance(self.photo, Photograph):
             raise TypeError(f"photo must be a dicom.reader.Photograph, got {type(self.photo).__name__}")
         if not self.tracking_label or len(self.tracking_label) > 64:
@@ -163,13 +174,12 @@ def _group_content(
         graphic_data=group.outline_xy,
         source_image=hd.sr.SourceImageForRegion(photo.sop_class_uid, photo.sop_instance_uid),
     )
-    sources = None
-    if group.segmentation is not None:
-        sources = [
-            hd.sr.SourceImageForMeasurement(
-                str(group.segmentation.SOPClassUID), str(group.segmentation.SOPInstanceUID)
-            )
-        ]
+    def sources_of(seg: hd.seg.Segmentation | None) -> list[hd.sr.SourceImageForMeasurement] | None:
+        if seg is None:
+            return None
+        return [hd.sr.SourceImageForMeasurement(str(seg.SOPClassUID), str(seg.SOPInstanceUID))]
+
+    sources = sources_of(group.segmentation)
     measurements = [
         hd.sr.Measurement(
             name=m.name,
@@ -181,12 +191,15 @@ def _group_content(
             ),
             algorithm_id=algorithm_id,
             finding_sites=[hd.sr.FindingSite(m.finding_site)] if m.finding_site else None,
-            referenced_images=sources,
+            referenced_images=sources_of(m.segmentation) if m.segmentation is not None else sources,
         )
         for m in group.measurements
     ]
-    return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=group.tracking_label),
+    content = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=hd.UID(group.tracking_uid) if group.tracking_uid else hd.UID(), identifier=group.tracking_label
+        ),
+        time_point_context=_time_point(group.visit),
         referenced_region=region,
         finding_type=group.finding,
         algorithm_id=algorithm_id,
@@ -196,11 +209,57 @@ def _group_content(
             hd.sr.QualitativeEvaluation(q.name, q.value) for q in group.qualitative
         ] or None,
     )
+    if group.visit is not None:
+        _add_visit_items(content, group.visit)
+    return content
+
+
+def _reference_only(ds: Dataset) -> Dataset:
+    ref = Dataset()
+    for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
+        setattr(ref, keyword, ds[keyword].value)
+    return ref
+
+
+def _is_uid(value: str) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= 64 and all(
+        part.isdigit() and (part == "0" or not part.startswith("0")) for part in value.split(".")
+    )
+
+
+def _time_point(visit: VisitContext | None) -> hd.sr.TimePointContext | None:
+    """TID 1502: 'Baseline' or 'Visit n' and its order.
+
+    No Longitudinal Temporal Offset: it is a NUM, and OHIF 3.13.2 shows only a group's first
+    five NUMs; days since baseline are a NUM of the comparison group instead.
+    """
+    if visit is None or visit.order is None:
+        return None
+    return hd.sr.TimePointContext(
+        time_point=visit.time_point,
+        time_point_type=codes.BASELINE if visit.order == 1 else codes.POSTTREATMENT,
+        time_point_order=visit.order,
+    )
+
+
+def _add_visit_items(content: hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations, visit: VisitContext) -> None:
+    """Dates of the visits compared with, the earlier SRs (COMPOSITE) and why/what was compared."""
+    items = content[0].ContentSequence
+    for name, date in ((codes.BASELINE_VISIT_DATE, visit.baseline_date), (codes.PREVIOUS_VISIT_DATE, visit.previous_date)):
+        if date is not None:
+            items.append(hd.sr.DateContentItem(name, date, hd.sr.RelationshipTypeValues.CONTAINS))
+    for name, report in visit.prior_reports:
+        items.append(hd.sr.CompositeContentItem(name, str(report.SOPClassUID), str(report.SOPInstanceUID),
+                                                hd.sr.RelationshipTypeValues.CONTAINS))
+    if visit.comment:
+        items.append(hd.sr.TextContentItem(codes.COMMENT, visit.comment, hd.sr.RelationshipTypeValues.CONTAINS))
 
 
 def _uses_private_codes(groups: Sequence[PhotoMeasurementGroup], procedure: Code) -> bool:
     concepts: list[Any] = [procedure]
     for g in groups:
+        if g.visit is not None and (g.visit.prior_reports or g.visit.baseline_date or g.visit.previous_date):
+            return True
         concepts += [g.finding, g.finding_site]
         concepts += [c for m in g.measurements for c in (m.name, m.unit, m.finding_site)]
         concepts += [c for q in g.qualitative for c in (q.name, q.value)]
@@ -256,9 +315,14 @@ def build_measurement_report(
     evidence: dict[str, Dataset] = {}
     for g in groups:
         evidence.setdefault(g.photo.sop_instance_uid, g.photo.dataset)
-        if g.segmentation is not None:
-            evidence.setdefault(str(g.segmentation.SOPInstanceUID), g.segmentation)
-    return hd.sr.Comprehensive3DSR(
+        segs = [g.segmentation, *(m.segmentation for m in g.measurements)]
+        for seg in segs:
+            if seg is not None:
+                evidence.setdefault(str(seg.SOPInstanceUID), seg)
+        for _, prior in (g.visit.prior_reports if g.visit else ()):
+            # Another study: Pertinent Other Evidence (identifiers only).
+            evidence.setdefault(str(prior.SOPInstanceUID), _reference_only(prior))
+    sr = hd.sr.Comprehensive3DSR(
         evidence=list(evidence.values()),
         content=report,
         series_instance_uid=series_instance_uid or hd.UID(),
@@ -276,6 +340,8 @@ def build_measurement_report(
             [codes.coding_scheme_identification()] if _uses_private_codes(groups, procedure) else None
         ),
     )
+    copy_issuer_of_patient_id(sr, groups[0].photo.dataset)
+    return sr
 
 
 def _text(item: Any) -> str:
@@ -336,9 +402,24 @@ def read_measurement_report(path_or_dataset: str | Path | Dataset) -> list[dict[
                 "qualitative": qualitative,
                 "algorithm": algorithm,
                 "segmentation_sop_instance_uid": seg_uid,
+                **_visit_items(group),
             }
         )
     return out
+
+
+def _visit_items(group: hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations) -> dict[str, Any]:
+    """Time point order (TID 1502), the Comment and the earlier reports referenced (COMPOSITE)."""
+    found: dict[str, Any] = {"time_point_order": None, "comment": None, "prior_reports": {}}
+    for item in group[0].ContentSequence:
+        name = item.ConceptNameCodeSequence[0]
+        if item.ValueType == "NUM" and name.CodeValue == "126073":
+            found["time_point_order"] = int(float(item.MeasuredValueSequence[0].NumericValue))
+        elif item.ValueType == "TEXT" and name.CodeValue == codes.COMMENT.value:
+            found["comment"] = _text(item)
+        elif item.ValueType == "COMPOSITE":
+            found["prior_reports"][str(name.CodeMeaning)] = str(item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
+    return found
 
 
 def _group_algorithm(group: hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations) -> dict[str, Any]:

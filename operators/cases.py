@@ -31,6 +31,8 @@ class MeasurementGroupResult:
     finding_site: Any | None  # Code
     measurements: Sequence[Any]  # dicom.sr.NumericMeasurement
     qualitative: Sequence[Any] = ()  # dicom.sr.QualitativeFinding
+    tracking_uid: str | None = None  # stable across visits (operators.longitudinal_comparison)
+    visit: Any | None = None  # dicom.longitudinal.VisitContext
 
 
 @dataclass

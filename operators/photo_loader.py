@@ -7,6 +7,8 @@ from pathlib import Path
 
 from monai.deploy.core import Fragment, Operator, OperatorSpec
 
+from dicom.longitudinal import PRIORS_FOLDER
+
 from .base import run_step
 from .cases import PhotoCase
 
@@ -21,10 +23,12 @@ def list_input_files(folder: Path) -> list[PhotoCase]:
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"input folder {folder} does not exist")
+    priors = folder / PRIORS_FOLDER  # earlier results the service fetched: read by the comparison step
     files = sorted(
         p
         for p in folder.rglob("*")
         if p.is_file() and not p.name.startswith(".") and p.name not in _IGNORED_NAMES
+        and priors not in p.parents
     )
     return [PhotoCase(source=p) for p in files]
 

@@ -5,7 +5,10 @@ from its Series Description / Protocol Name, or the one configured for the app),
 per-reaction SR groups are replaced by one group per panel site named by its allergen,
 one per reaction outside the grid, and one for the test (validity, controls, scale and
 how it was obtained). Without a panel the per-reaction reading stays as it is.
-Each group stays within OHIF's five visible lines (DESIGN.md).
+Each group stays within OHIF's five visible lines (DESIGN.md) even when the longitudinal
+step adds "at previous visit" and "change" lines to it: a site has at most three (wheal,
+flare, result; the wheal minus the saline's is in results.json), the test three (valid,
+scale, its uncertainty; the control wheals are in their sites' groups).
 """
 
 from __future__ import annotations
@@ -88,6 +91,9 @@ class SkinPrickPanelStep:
                       "reaction": s.reaction is not None,
                       "wheal_mean_diameter": None if wheal is None else round(wheal, 2),
                       "flare_mean_diameter": None if flare is None else round(flare, 2),
+                      "wheal_minus_negative_control": None if wheal is None or not mm
+                      or reading.negative_control_wheal_mm is None
+                      else round(wheal - reading.negative_control_wheal_mm, 2),
                       "result": s.result, "reason": s.reason}
             sites_out.append(record)
             x, y = s.xy
@@ -98,9 +104,6 @@ class SkinPrickPanelStep:
             if wheal is not None:
                 measurements += [NumericMeasurement(codes.WHEAL_MEAN_DIAMETER, wheal, length),
                                  NumericMeasurement(codes.ERYTHEMA_MEAN_DIAMETER, flare, length)]
-                if s.site.role == "allergen" and reading.negative_control_wheal_mm is not None and mm:
-                    measurements.append(NumericMeasurement(codes.WHEAL_MINUS_NEGATIVE_CONTROL,
-                                                           wheal - reading.negative_control_wheal_mm, length))
             if s.result != "not readable":
                 measurements.append(NumericMeasurement(codes.PRICK_SITE_RESULT,
                                                        1 if s.result == "positive" else 0, codes.RESULT_UNIT))
@@ -172,17 +175,14 @@ class SkinPrickPanelStep:
         ms = []
         if reading.valid is not None:
             ms.append(NumericMeasurement(codes.PRICK_TEST_VALID, 1 if reading.valid else 0, codes.RESULT_UNIT))
-        pos = [s.wheal_mm for s in reading.sites if s.site.role == "positive_control" and s.wheal_mm is not None]
-        neg = [s.wheal_mm for s in reading.sites if s.site.role == "negative_control" and s.wheal_mm is not None]
-        if pos:
-            ms.append(NumericMeasurement(codes.POSITIVE_CONTROL_WHEAL, min(pos), length))
-        if neg:
-            ms.append(NumericMeasurement(codes.NEGATIVE_CONTROL_WHEAL, max(neg), length))
         if reading.calibration == "pixel_spacing":
             ms.append(NumericMeasurement(codes.SCALE_FROM_PIXEL_SPACING, reading.mm_per_px, codes.MM_PER_PIXEL))
         elif reading.calibration == "panel_grid":
             ms.append(NumericMeasurement(codes.SCALE_FROM_PANEL_GRID, reading.mm_per_px, codes.MM_PER_PIXEL))
             ms.append(NumericMeasurement(codes.SCALE_UNCERTAINTY, 100 * reading.scale_uncertainty, codes.PERCENT))
+        if not ms:  # nothing decided and no scale: say how many sites were read
+            ms.append(NumericMeasurement(codes.PRICK_SITES_READ, sum(s.result != "not readable" for s in reading.sites),
+                                         codes.SITES_UNIT))
         validity = {True: codes.POSITIVE, False: codes.NEGATIVE, None: codes.NOT_READABLE}[reading.valid]
         return MeasurementGroupResult(
             outline_xy=outline, tracking_label=f"Skin prick test: {reading.panel.name}"[:64],

@@ -47,6 +47,8 @@ class SrWriterStep:
                     measurements=g.measurements,
                     qualitative=g.qualitative,
                     segmentation=case.segmentation,
+                    tracking_uid=g.tracking_uid,
+                    visit=g.visit,
                 )
                 for case in series_cases
                 for g in case.groups

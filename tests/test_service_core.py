@@ -127,8 +127,8 @@ def test_job_lifecycle_outbox_and_audit(store, tmp_path):
     spool = Spool(tmp_path)
     uids = _received(store, spool, "1.2.3.4", 3)
     item = store.waiting_instances("1.2.3.4")[0]
-    assert not store.add_instance(ReceivedInstance(item["sop_instance_uid"], VL_PHOTO, "1.2.3", "1.2.3.4", Path("x"),
-                                                   "1" * 64, 4, "MOD", "DERMAI", "", {}))
+    assert store.add_instance(ReceivedInstance(item["sop_instance_uid"], VL_PHOTO, "1.2.3", "1.2.3.4", Path("x"),
+                                               "0" * 64, 4, "MOD", "DERMAI", "", {})) == "duplicate"
     assert store.settled_series(stable_seconds=60) == []
     assert store.settled_series(stable_seconds=0, now=time.time() + 1) == ["1.2.3.4"]
     job_id = store.create_job("1.2.3", "1.2.3.4", "facial_vitiligo", "face", uids)
@@ -233,4 +233,60 @@ def test_runner_times_out_a_hanging_app_survives_a_crash_and_keeps_working(tmp_p
         assert analysed[-1]["details"]["model"] == "echo"
     finally:
         runner.stop()
+        store.close()
+
+
+def test_partly_failed_analysis_is_a_failed_job_that_retry_redoes(tmp_path):
+    """A SEG written, then the overlay hits a full disk: nothing is sent, the job fails, retry works."""
+    config = _runner_config(tmp_path, partial=("partial_app", 60))
+    store, spool = JobStore(config.database), Spool(config.data_dir)
+    runner = AppRunner(config, store, spool)
+    runner.start()
+    try:
+        job = _queue(store, spool, tmp_path, "partial")
+        (spool.jobs / f"{job:08d}").mkdir(parents=True)
+        (spool.jobs / f"{job:08d}" / "fail-once").touch()
+        _run_until_settled(runner, store, [job])
+        assert store.job(job).state == "failed"
+        assert "partly failed" in store.job(job).error and "overlay writer" in store.job(job).error
+        assert store.due_outbox() == []  # the SEG of a photograph "not analysed" is not sent
+        assert store.retry(job) == [job]
+        _run_until_settled(runner, store, [job])
+        assert store.job(job).state == "sending" and len(store.due_outbox()) == 1
+        assert store.due_outbox()[0].path.parent.name == "out"
+        assert len(list(spool.jobs.rglob("out/*.dcm"))) == 1  # the failed run's SEG did not stay beside it
+    finally:
+        runner.stop()
+        store.close()
+
+
+def test_an_analysis_that_finished_before_a_crash_is_recorded_not_run_again(tmp_path):
+    """Its results keep their SOP Instance UIDs: a PACS never gets two results for one photograph."""
+    import pydicom
+
+    from tests.service_apps import echo_app
+
+    config = _runner_config(tmp_path, echo=("echo_app", 60))
+    store, spool = JobStore(config.database), Spool(config.data_dir)
+    job = _queue(store, spool, tmp_path, "echo")
+    claimed = store.claim_next_job()  # attempt 1 ran to the end, then the node was SIGKILLed
+    inputs, outputs = spool.job_folder(job, claimed.attempts)
+    for row in store.job_instances(job):
+        (inputs / Path(row["path"]).name).write_bytes(Path(row["path"]).read_bytes())
+    echo_app.main(["echo", "-i", str(inputs), "-o", str(outputs)])
+    (result,) = outputs.glob("*.dcm")
+    uid = pydicom.dcmread(result).SOPInstanceUID
+    assert store.recover_interrupted(max_attempts=3) == [job]
+    runner = AppRunner(config, store, spool)
+    runner.start()
+    try:
+        _run_until_settled(runner, store, [job])
+    finally:
+        runner.stop()
+    try:
+        assert store.job(job).state == "sending" and store.job(job).attempts == 1
+        (item,) = store.due_outbox()
+        assert item.sop_instance_uid == uid and item.path == result
+        assert not (spool.jobs / f"{job:08d}" / "attempt-2").exists()
+    finally:
         store.close()

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
 import pydicom
 import pytest
 from pydicom.uid import JPEGBaseline8Bit, generate_uid
@@ -214,7 +213,7 @@ def test_a_hanging_app_times_out_and_the_node_keeps_answering(netns, tmp_path):
     defaults = load_config()
     rules = [{"name": "hang", "app": "hang", "series_description_regex": "hang"}] + [
         {k: v for k, v in vars(r).items() if v is not None} for r in defaults.rules if r.app == "facial_vitiligo"
-    ]
+    ] + [{"name": "rest", "app": "facial_vitiligo", "sop_class_uid": defaults.accepted_sop_classes}]
     apps = {"hang": {"module": "tests.service_apps.hang_app", "timeout_s": 4},
             "facial_vitiligo": {"module": "apps.facial_vitiligo", "timeout_s": 600}}
     with LocalStorageSCP(tmp_path / "pacs", ae_title="PACS") as pacs:
@@ -234,21 +233,13 @@ def test_a_hanging_app_times_out_and_the_node_keeps_answering(netns, tmp_path):
             node.stop()
 
 
-def test_unrouted_instances_are_kept_and_reported(netns, tmp_path):
-    with LocalStorageSCP(tmp_path / "pacs", ae_title="PACS") as pacs:
-        face_rules = [{k: v for k, v in vars(r).items() if v is not None}
-                      for r in load_config().rules if r.app == "facial_vitiligo"]
-        node = DermpacsProcess(tmp_path / "node", destination=pacs.address(), rules=face_rules).start()
-        try:
-            ds = photograph_dataset(np.zeros((200, 200, 3), np.uint8), body_part="SKIN",
-                                    series_description="forearm close-up")
-            path = write_dataset(ds, tmp_path / "arm.dcm")
-            send_instances([path], f"DERMAI@127.0.0.1:{node.port}", calling_ae="MODALITY")
-            wait_until(lambda: node.status()["instances"].get("unrouted") == 1, 30, what="unrouted")
-            assert node.status()["unrouted_instances"][0]["sop_instance_uid"] == ds.SOPInstanceUID
-            assert "no routing rule" in node.cli("status").stdout
-        finally:
-            node.stop()
+def test_rules_that_would_leave_accepted_photographs_unrouted_are_refused_at_start_up(tmp_path):
+    """Face rules alone would leave a forearm close-up unrouted: the node does not start."""
+    face_rules = [{k: v for k, v in vars(r).items() if v is not None}
+                  for r in load_config().rules if r.app == "facial_vitiligo"]
+    node = DermpacsProcess(tmp_path / "node", destination="PACS@127.0.0.1:9", rules=face_rules)
+    with pytest.raises(RuntimeError, match="has no rule that routes every instance of it"):
+        node.start()
 
 
 # -- load -----------------------------------------------------------------------------------

@@ -311,23 +311,50 @@ def test_duplicate_is_success_and_changes_nothing(node):
     assert c_store(node.port, ds) == 0x0000
     (first,) = node.spooled()
     first_bytes = first.read_bytes()
-    ds.SeriesDescription = "resent with other content"
-    assert c_store(node.port, ds) == 0x0000
+    assert c_store(node.port, ds) == 0x0000  # the same object again
     assert node.spooled() == [first] and first.read_bytes() == first_bytes
     assert len(node.store.waiting_instances(ds.SeriesInstanceUID)) == 1
     (dup,) = node.events("duplicate")
-    assert dup["sop_instance_uid"] == ds.SOPInstanceUID and dup["details"]["same_content"] is False
+    assert dup["sop_instance_uid"] == ds.SOPInstanceUID and dup["details"]["same_content"] is True
     assert node.received == [ds.SeriesInstanceUID]
 
 
-def test_database_failure_is_out_of_resources(node, monkeypatch):
+def test_changed_content_under_a_known_uid_is_kept_as_a_new_version(node):
+    ds = make_photo()
+    assert c_store(node.port, ds) == 0x0000
+    (first,) = node.spooled()
+    first_bytes = first.read_bytes()
+    job = node.store.create_job(ds.StudyInstanceUID, ds.SeriesInstanceUID, "vit", "face", [ds.SOPInstanceUID])
+    ds.SeriesDescription = "resent with other content"
+    assert c_store(node.port, ds) == 0x0000
+    assert first.read_bytes() == first_bytes  # the earlier version is kept
+    (second,) = [p for p in node.spooled() if p != first]
+    assert second.name.endswith(".v2.dcm") and pydicom.dcmread(second).SeriesDescription == "resent with other content"
+    (row,) = node.store.waiting_instances(ds.SeriesInstanceUID)  # waiting to be analysed again
+    assert row["version"] == 2 and Path(row["path"]) == second
+    assert node.store.job(job).state == "superseded"
+    (event,) = node.events("new_version")
+    assert event["details"]["version"] == 2 and event["details"]["superseded_job"] == job
+    assert node.store.status()["changed_instances"][0]["sop_instance_uid"] == ds.SOPInstanceUID
+    assert c_store(node.port, ds) == 0x0000  # and the same again is a plain duplicate
+    assert len(node.spooled()) == 2 and len(node.events("duplicate")) == 1
+
+
+def test_database_failure_is_out_of_resources(node, monkeypatch, caplog):
     def broken(item):
         raise sqlite3.OperationalError("disk I/O error")
 
     monkeypatch.setattr(node.store, "add_instance", broken)
     assert c_store(node.port, make_photo()) == 0xA700
+    assert c_store(node.port, make_photo(seed=1)) == 0xA700
     assert node.spooled() == []  # nothing left behind that no row refers to
     assert node.received == []
+    monkeypatch.undo()
+    assert c_store(node.port, make_photo(seed=2)) == 0x0000
+    messages = [r.getMessage() for r in caplog.records]
+    assert len([m for m in messages if m.startswith("receiving failing")]) == 1  # one line per state change
+    assert len([m for m in messages if "refused 0xA700" in m]) == 2  # and each refusal
+    assert len([m for m in messages if m.startswith("receiving recovered")]) == 1
 
 
 # -- TLS -----------------------------------------------------------------------------------------

@@ -3,7 +3,8 @@
     python -m apps.facial_vitiligo -i IN -o OUT [-m MODELS]
 
 Pipeline: load photographs -> detect faces -> face-skin mask -> vitiligo segmentation
-(DDRNet) -> F-Vitiligo -> SEG -> SR -> overlay PNG -> results.json.
+(DDRNet) -> F-Vitiligo -> comparison with earlier visits (IN/priors/,
+change SEG) -> SEG -> SR -> overlay PNG -> results.json.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from operators.face_detection import FaceDetectionOperator
 from operators.face_skin_mask import FaceSkinMaskOperator
 from operators.facial_vitiligo_measurement import FacialVitiligoMeasurementOperator
 from operators.lesion_segmentation import LesionSegmentationOperator
+from operators.longitudinal_comparison import LongitudinalComparisonOperator
 from operators.overlay_writer import OverlayWriterOperator
 from operators.photo_loader import DicomPhotoLoaderOperator
 from operators.results_writer import ResultsWriterOperator
@@ -65,6 +67,10 @@ class FacialVitiligoApp(Application):
         skin = FaceSkinMaskOperator(self, masker=masker, name="face_skin_mask")
         lesions = LesionSegmentationOperator(self, segmenter=segmenter, name="vitiligo_segmentation")
         measure = FacialVitiligoMeasurementOperator(self, name="f_vitiligo")
+        compare = LongitudinalComparisonOperator(
+            self, input_folder=input_folder, output_folder=output_folder, algorithm=algorithm, masker=masker,
+            name="comparison",
+        )
         seg = SegWriterOperator(self, output_folder=output_folder, algorithm=algorithm, name="seg_writer")
         sr = SrWriterOperator(self, output_folder=output_folder, algorithm=algorithm, name="sr_writer")
         overlay = OverlayWriterOperator(self, output_folder=output_folder, name="overlay_writer")
@@ -72,7 +78,7 @@ class FacialVitiligoApp(Application):
             self, output_folder=output_folder, app_name=APP_NAME, algorithm=algorithm,
             headline_key="f_vitiligo_percent", headline_label="F-Vitiligo %", name="results_writer",
         )
-        pipeline = [loader, faces, skin, lesions, measure, seg, sr, overlay, self.results]
+        pipeline = [loader, faces, skin, lesions, measure, compare, seg, sr, overlay, self.results]
         runtime.chain(self, pipeline)
 
 

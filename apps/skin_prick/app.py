@@ -26,6 +26,7 @@ from holoscan.conditions import CountCondition
 from monai.deploy.core import Application
 
 from apps import runtime
+from operators.longitudinal_sites import SiteComparisonOperator
 from operators.overlay_writer import OverlayWriterOperator
 from operators.photo_loader import DicomPhotoLoaderOperator
 from operators.results_writer import ResultsWriterOperator
@@ -69,7 +70,8 @@ class SkinPrickApp(Application):
             self, output_folder=output_folder, app_name=APP_NAME, algorithm=algorithm,
             headline_key="result", headline_label="skin prick test", name="results_writer",
         )
-        pipeline = [loader, segment, measure, panel, seg, sr, overlay, self.results]
+        compare = SiteComparisonOperator(self, input_folder=input_folder, algorithm=algorithm, name="comparison")
+        pipeline = [loader, segment, measure, panel, compare, seg, sr, overlay, self.results]
         runtime.chain(self, pipeline)
 
 

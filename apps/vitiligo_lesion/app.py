@@ -19,6 +19,7 @@ from monai.deploy.core import Application
 
 from apps import runtime
 from operators.closeup_segmentation import CloseUpSegmentationOperator
+from operators.longitudinal_sites import SiteComparisonOperator
 from operators.overlay_writer import OverlayWriterOperator
 from operators.photo_loader import DicomPhotoLoaderOperator
 from operators.results_writer import ResultsWriterOperator
@@ -58,7 +59,8 @@ class VitiligoLesionApp(Application):
             self, output_folder=output_folder, app_name=APP_NAME, algorithm=algorithm,
             headline_key="lesion_percent_of_skin", headline_label="vitiligo % of visible skin", name="results_writer",
         )
-        pipeline = [loader, segment, severity, seg, sr, overlay, self.results]
+        compare = SiteComparisonOperator(self, input_folder=input_folder, algorithm=algorithm, name="comparison")
+        pipeline = [loader, segment, severity, compare, seg, sr, overlay, self.results]
         runtime.chain(self, pipeline)
 
 

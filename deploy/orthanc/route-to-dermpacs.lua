@@ -43,7 +43,18 @@ FORWARD_SOP_CLASSES = {
   ['1.2.840.10008.5.1.4.1.1.7']      = 'Secondary Capture Image',
 }
 
--- Modalities of results: never forwarded, whatever their SOP class.
+-- Segmentations made by someone else (a dermatologist's corrected outline stored from
+-- OHIF, say) are forwarded too: dermpacs files them as corrections to learn from (it
+-- checks that they segment a photograph it analysed) and never analyses them. Its own
+-- SEGs (manufacturer "dermpacs", or stored by dermpacs's AE title) are not forwarded.
+-- Set to false to keep corrections in the PACS only (`dermpacs learn collect` can
+-- still harvest them by C-FIND/C-GET).
+FORWARD_CORRECTIONS = true
+CORRECTION_SOP_CLASSES = {
+  ['1.2.840.10008.5.1.4.1.1.66.4'] = 'Segmentation',
+}
+
+-- Modalities of results: never forwarded, whatever their SOP class (corrections aside).
 RESULT_MODALITIES = { SEG = true, SR = true, KO = true, PR = true }
 
 -- Manufacturer written into everything dermpacs creates. Such an instance is taken
@@ -94,13 +105,29 @@ local function IsFromDermpacs(tags, metadata, origin)
   return false
 end
 
+-- A SEG someone other than dermpacs made: not stored by dermpacs, not its manufacturer.
+local function IsCorrection(sopClass, tags, metadata, origin)
+  if not FORWARD_CORRECTIONS or CORRECTION_SOP_CLASSES[sopClass] == nil then return false end
+  local caller = origin['RemoteAet'] or metadata['RemoteAET']
+  if caller ~= nil and caller ~= '' then
+    caller = Trim(caller):upper()
+    if caller == DermpacsAet() then return false end
+    for _, aet in ipairs(EXTRA_DERMPACS_CALLING_AETS) do
+      if caller == Trim(aet):upper() then return false end
+    end
+  end
+  return not RESULT_MANUFACTURERS[Trim(tags['Manufacturer']):lower()]
+end
+
 function OnStoredInstance(instanceId, tags, metadata, origin)
   -- Instances created by Lua itself (modifications) are never photographs to analyse.
   if origin['RequestOrigin'] == 'Lua' then return end
 
   local sopClass = Trim(tags['SOPClassUID'] or metadata['SopClassUid'])
-  if FORWARD_SOP_CLASSES[sopClass] == nil then return end
-  if IsFromDermpacs(tags, metadata, origin) then return end
+  if not IsCorrection(sopClass, tags, metadata, origin) then
+    if FORWARD_SOP_CLASSES[sopClass] == nil then return end
+    if IsFromDermpacs(tags, metadata, origin) then return end
+  end
 
   if DermpacsAet() == nil then
     print('dermpacs router: no DICOM modality named "' .. DERMPACS_MODALITY ..

@@ -96,6 +96,27 @@ class AppConfig:
 
     module: str
     timeout_s: float = 600.0
+    needs_gpu: bool = False  # queue: celery: only workers that declare a GPU take its jobs
+    # The app compares with the patient's earlier results: before it runs, the service
+    # fetches them into IN/priors/ (dicom/service/priors.py). Names the app's SR
+    # (ManufacturerModelName, e.g. "dermpacs facial vitiligo"); None: no priors.
+    priors_model_name: str | None = None
+
+
+@dataclass(frozen=True)
+class PriorsConfig:
+    """Where and how earlier results are looked up (C-FIND + C-GET) for apps that use priors."""
+
+    source: Destination | None = None  # None: the destination (the PACS that receives results)
+    timeout_s: float = 20.0  # per network operation and for the whole lookup of one job
+    max_studies: int = 50  # earlier studies of the patient considered (most recent kept)
+    # An earlier study of the same patient still being analysed or sent by this service
+    # is waited for (at most this long) before the lookup, so its results are found.
+    wait_for_earlier_s: float = 300.0
+    # Site secret keying tracking UIDs and patient pseudonyms (HMAC-SHA256). Empty: a
+    # random one is created once in data_dir/tracking.key. Keep it when moving servers,
+    # or tracking UIDs of later visits stop matching earlier ones.
+    tracking_secret: str = ""
 
 
 @dataclass(frozen=True)
@@ -104,6 +125,94 @@ class SenderConfig:
     backoff_initial_s: float = 5.0
     backoff_max_s: float = 600.0
     associations: int = 2  # concurrent C-STORE associations per batch of results
+
+
+QUEUE_BACKENDS = ("local", "celery")
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    """Where analyses run: ``local`` worker processes, or ``celery`` workers on other hosts.
+
+    With ``celery`` only job ids travel through the broker; inputs and results go through
+    ``shared_dir``, a folder every node mounts (NFS in production).
+    """
+
+    backend: str = "local"
+    broker: str | None = None  # e.g. redis://queue.example.org:6379/0
+    shared_dir: Path | None = None
+    # Seconds an unacknowledged job stays invisible before the broker hands it to another
+    # worker; None: the longest app timeout plus a margin (see celery_queue.visibility_timeout).
+    visibility_timeout_s: float | None = None
+    heartbeat_s: float = 15.0  # workers write their state this often
+    worker_lost_after_s: float = 60.0  # no heartbeat for this long: its jobs go to another worker
+    reconcile_interval_s: float = 60.0  # listener compares its running jobs with the broker this often
+    restore_interval_s: float = 10.0  # workers look for unacknowledged jobs past the visibility timeout
+
+    @property
+    def celery(self) -> bool:
+        return self.backend == "celery"
+
+
+#: The photograph classes a default route analyses; negotiation accepts exactly the configured
+#: ``accepted_sop_classes`` (these by default), and ``validate`` insists that each has a rule
+#: that takes any instance of it, so nothing accepted is left unrouted. Dermoscopic
+#: Photography (77.1.7) and the multi-frame Secondary Captures (7.2, 7.4) are not here: no
+#: shipped app is made for dermoscopy or for multi-frame objects, so they are refused at
+#: negotiation. Add a class here (in the YAML) together with a rule for it to take it.
+PHOTOGRAPH_SOP_CLASSES: tuple[str, ...] = (
+    "1.2.840.10008.5.1.4.1.1.77.1.4",  # VL Photographic Image Storage
+    "1.2.840.10008.5.1.4.1.1.7",  # Secondary Capture Image Storage
+)
+
+
+@dataclass(frozen=True)
+class ListenerConfig:
+    """Limits that keep the node reachable for allowed callers whatever other peers do."""
+
+    max_associations: int = 32  # accepted at once, all peers together
+    max_associations_per_peer: int = 8  # accepted at once from one IP address
+    max_pending_connections: int = 64  # connected, A-ASSOCIATE-RQ not yet complete; the oldest is dropped beyond
+    request_timeout_s: float = 5.0  # a new connection must deliver its whole A-ASSOCIATE-RQ within this
+    acse_timeout_s: float = 10.0
+    dimse_timeout_s: float = 60.0
+    network_timeout_s: float = 30.0  # an established association idle this long is aborted
+    max_object_bytes: int = 100 * 2**20  # a 12-MP RGB photograph uncompressed is 36 MB; JPEG a few MB
+    refusals_recorded_per_minute: int = 100  # per peer address, dropped connections one by one; the rest summarised
+
+
+@dataclass(frozen=True)
+class RetentionConfig:
+    """What ``dermpacs purge`` removes: delivered work ``keep_days`` after delivery."""
+
+    keep_days: float = 30.0
+
+
+@dataclass(frozen=True)
+class AutoPromoteRule:
+    """Promote a candidate without a person when it is better on the held-out corrections
+    by at least ``min_improvement`` (mean Dice, 0-1) measured on at least ``min_cases`` photographs."""
+
+    min_improvement: float = 0.05
+    min_cases: int = 10
+
+
+@dataclass(frozen=True)
+class LearningConfig:
+    """Learning from clinicians' corrected SEGs (``dermpacs learn``, ``dermpacs models``)."""
+
+    holdout_percent: int = 20  # share of corrected photographs never trained on (fixed per photograph)
+    retention_days: float | None = 365  # corrections (patient photographs) older than this are deleted
+    iterations: int = 300  # fine-tuning steps from the active model
+    learning_rate: float = 3e-4
+    batch_size: int = 4
+    input_size: int | None = None  # None: the active model's own input size
+    synthetic_eval_samples: int = 12  # the generic suite a candidate must not forget
+    replay_synthetic: float = 2.0  # synthetic samples mixed into fine-tuning, per local photograph (rehearsal)
+    max_synthetic_drop: float = 0.05  # mean Dice a candidate may lose on the synthetic suite
+    min_train_cases: int = 1
+    auto_promote: AutoPromoteRule | None = None  # None: only a person promotes
+    pacs: Destination | None = None  # where `learn collect` looks (C-FIND/C-GET); None: the destination
 
 
 @dataclass(frozen=True)
@@ -122,10 +231,23 @@ class ServiceConfig:
     rules: list[RoutingRule] = field(default_factory=list)
     apps: dict[str, AppConfig] = field(default_factory=dict)
     poll_interval_s: float = 0.5
+    queue: QueueConfig = field(default_factory=QueueConfig)
+    accepted_sop_classes: list[str] = field(default_factory=lambda: list(PHOTOGRAPH_SOP_CLASSES))
+    listener: ListenerConfig = field(default_factory=ListenerConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
+    fault_backoff_initial_s: float = 1.0  # scheduler: first wait after a failing round (disk full, DB locked)
+    fault_backoff_max_s: float = 60.0
+    learning: LearningConfig = field(default_factory=LearningConfig)
+    priors: PriorsConfig = field(default_factory=PriorsConfig)
 
     @property
     def database(self) -> Path:
         return self.data_dir / "dermpacs.sqlite3"
+
+    @property
+    def models_dir(self) -> Path:
+        """The model registry: versions, and ``active/<app>`` (what the apps load)."""
+        return self.data_dir / "models"
 
     def validate(self) -> "ServiceConfig":
         check_ae_title(self.ae_title, "ae_title")
@@ -143,9 +265,67 @@ class ServiceConfig:
                     re.compile(rule.series_description_regex)
                 except re.error as exc:
                     raise ConfigError(f"rules[{rule.name}]: bad regex: {exc}") from exc
+        self._check_accepted_classes_are_routed()
+        limits = self.listener
+        if not 1 <= limits.max_associations_per_peer <= limits.max_associations:
+            raise ConfigError("listener.max_associations_per_peer: between 1 and listener.max_associations")
+        if limits.max_pending_connections < 1 or limits.request_timeout_s <= 0:
+            raise ConfigError("listener: max_pending_connections and request_timeout_s must be positive")
+        if limits.refusals_recorded_per_minute < 1:
+            raise ConfigError("listener.refusals_recorded_per_minute: at least 1")
+        if limits.max_object_bytes < 1024:
+            raise ConfigError(f"listener.max_object_bytes: {limits.max_object_bytes} is too small")
+        if self.retention.keep_days < 0:
+            raise ConfigError("retention.keep_days: not negative")
+        if not 0 < self.fault_backoff_initial_s <= self.fault_backoff_max_s:
+            raise ConfigError("fault_backoff_initial_s: positive and at most fault_backoff_max_s")
         if self.tls.enabled and self.tls.private_key is None:
             raise ConfigError("tls: a certificate needs its private_key")
+        self._check_queue()
+        if self.priors.timeout_s <= 0 or self.priors.max_studies < 1:
+            raise ConfigError("priors: timeout_s must be > 0 and max_studies >= 1")
         return self
+
+    def _check_queue(self) -> None:
+        queue = self.queue
+        if queue.backend not in QUEUE_BACKENDS:
+            raise ConfigError(f"queue.backend: {queue.backend!r} is not one of {', '.join(QUEUE_BACKENDS)}")
+        if not queue.celery:
+            return
+        if not queue.broker or not queue.broker.startswith(("redis://", "rediss://")):
+            raise ConfigError(f"queue.broker: {queue.broker!r} is not a redis:// URL (needed by queue backend celery)")
+        if queue.shared_dir is None:
+            raise ConfigError("queue.shared_dir: a folder every node reaches (needed by queue backend celery)")
+        longest = max((app.timeout_s for app in self.apps.values()), default=0.0)
+        if queue.visibility_timeout_s is not None and queue.visibility_timeout_s <= longest:
+            raise ConfigError(f"queue.visibility_timeout_s: {queue.visibility_timeout_s:g} must exceed the longest "
+                              f"app timeout ({longest:g} s), or running jobs are handed out twice")
+        if not 0 < queue.heartbeat_s < queue.worker_lost_after_s:
+            raise ConfigError("queue.heartbeat_s: positive and below queue.worker_lost_after_s")
+
+    def _check_accepted_classes_are_routed(self) -> None:
+        _check_accepted_classes(self)
+
+
+def catch_all_rules(rules: list[RoutingRule], sop_class_uid: str) -> list[RoutingRule]:
+    """Rules that take *every* instance of ``sop_class_uid`` (no condition but the SOP class)."""
+    return [r for r in rules
+            if not (r.called_ae_title or r.modality or r.body_part_examined or r.anatomic_region_code
+                    or r.series_description_regex)
+            and (not r.sop_class_uid or sop_class_uid in r.sop_class_uid)]
+
+
+def _check_accepted_classes(config: "ServiceConfig") -> None:
+    from dicom.reader import SUPPORTED_SOP_CLASSES
+
+    if not config.accepted_sop_classes:
+        raise ConfigError("accepted_sop_classes: at least one SOP class")
+    for uid in config.accepted_sop_classes:
+        if uid not in SUPPORTED_SOP_CLASSES:
+            raise ConfigError(f"accepted_sop_classes: {uid} is not a photograph class the reader decodes")
+        if not catch_all_rules(config.rules, uid):
+            raise ConfigError(f"accepted_sop_classes: {uid} ({SUPPORTED_SOP_CLASSES[uid]}) has no rule that routes "
+                              "every instance of it (a rule with only sop_class_uid); it would be left unrouted")
 
 
 DEFAULT_CONFIG_FILE = Path(__file__).with_name("default_config.yaml")
@@ -171,7 +351,7 @@ def _convert(type_hint: Any, value: Any, key: str) -> Any:
     hint = str(type_hint)
     if value is None:
         return None
-    if key.endswith("destination") and isinstance(value, str):
+    if (key.endswith(("destination", "priors.source")) or hint.startswith("Destination")) and isinstance(value, str):
         return Destination.parse(value)
     if hint.startswith("Destination"):
         return _build(Destination, value, key)
@@ -180,8 +360,29 @@ def _convert(type_hint: Any, value: Any, key: str) -> Any:
         return dataclasses.replace(
             tls, **{f: Path(getattr(tls, f)) for f in ("certificate", "private_key", "ca_certificates") if getattr(tls, f)}
         )
+    if hint.startswith("LearningConfig"):
+        learning = _build(LearningConfig, value, key)
+        if isinstance(learning.auto_promote, dict):
+            learning = dataclasses.replace(learning, auto_promote=_build(AutoPromoteRule, learning.auto_promote,
+                                                                         f"{key}.auto_promote"))
+        if not 0 <= learning.holdout_percent <= 90:
+            raise ConfigError(f"{key}.holdout_percent: {learning.holdout_percent} is not between 0 and 90")
+        return learning
+    if hint.startswith("PriorsConfig"):
+        return _build(PriorsConfig, value, key)
     if hint.startswith("SenderConfig"):
         return _build(SenderConfig, value, key)
+    if hint.startswith("QueueConfig"):
+        queue = _build(QueueConfig, {"backend": value} if isinstance(value, str) else value, key)
+        return dataclasses.replace(queue, shared_dir=Path(queue.shared_dir)) if queue.shared_dir else queue
+    if hint.startswith("ListenerConfig"):
+        return _build(ListenerConfig, value, key)
+    if hint.startswith("RetentionConfig"):
+        return _build(RetentionConfig, value, key)
+    if hint.startswith("list[str]"):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{key}: expected a list of strings")
+        return list(value)
     if hint.startswith("list[AllowedCaller]"):
         return [AllowedCaller.parse(v) if isinstance(v, str) else _build(AllowedCaller, v, key) for v in value]
     if hint.startswith("list[RoutingRule]"):
@@ -202,6 +403,12 @@ def load_config(path: Path | None = None, **overrides: Any) -> ServiceConfig:
             raise ConfigError(f"{path}: expected a YAML mapping")
         data.update(user)
     for key, value in overrides.items():
-        if value is not None:
+        if key == "queue" and isinstance(value, dict):  # --queue/--broker/--shared-dir merge into the section
+            value = {k: v for k, v in value.items() if v is not None}
+            if value:
+                section = data.get(key)
+                section = {"backend": section} if isinstance(section, str) else dict(section or {})
+                data[key] = {**section, **value}
+        elif value is not None:
             data[key] = value
     return _build(ServiceConfig, data, "").validate()

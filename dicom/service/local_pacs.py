@@ -2,6 +2,9 @@
 
 It accepts what dermpacs sends back (SEG, SR, and photographs for good measure), writes
 each instance to a folder named by a hash of its UID, and lets the caller wait for N.
+It also answers Study Root C-FIND (STUDY and SERIES level, exact matching) and C-GET
+(SERIES level) over what it holds, so dermpacs can fetch a patient's earlier results
+from it as from a real PACS (`make demo`'s follow-up visit).
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from pynetdicom.sop_class import (
     EnhancedSRStorage,
     SecondaryCaptureImageStorage,
     SegmentationStorage,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
     Verification,
     VLPhotographicImageStorage,
 )
@@ -38,12 +43,16 @@ TRANSFER_SYNTAXES = [DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, Imp
 class LocalStorageSCP:
     """Receive instances on 127.0.0.1; ``received`` maps SOP Instance UID -> file path."""
 
-    def __init__(self, folder: Path, ae_title: str = "LOCALPACS", port: int = 0, host: str = "127.0.0.1") -> None:
+    def __init__(self, folder: Path, ae_title: str = "LOCALPACS", port: int = 0, host: str = "127.0.0.1",
+                 match_issuer: bool = True) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.ae_title, self.host, self.requested_port = ae_title, host, port
         self.received: dict[str, Path] = {}
         self.store_count = 0  # C-STOREs answered, duplicates included
+        self.match_issuer = match_issuer  # False: like a PACS that does not index Issuer of Patient ID
+        self.queries: list[str] = []  # "C-FIND STUDY", "C-GET SERIES", ... in order, for tests and the demo
+        self._headers: dict[str, Dataset] = {}
         self._changed = threading.Condition()
         self._server = None
 
@@ -54,17 +63,66 @@ class LocalStorageSCP:
         atomic_write(path, event.encoded_dataset())
         with self._changed:
             self.received[uid] = path
+            self._headers[uid] = ds
             self.store_count += 1
             self._changed.notify_all()
         return 0x0000
 
+    # -- query/retrieve over what was received ----------------------------------------------
+    def _matching(self, query: Dataset, level: str) -> list[Dataset]:
+        """One header per matching study (or series); keys compared exactly when given."""
+        keys = ["PatientID", "StudyInstanceUID"] + (["IssuerOfPatientID"] if self.match_issuer else [])
+        keys += ["Modality", "SeriesInstanceUID"] if level == "SERIES" else []
+        group_by = "StudyInstanceUID" if level == "STUDY" else "SeriesInstanceUID"
+        with self._changed:
+            headers = list(self._headers.values())
+        found: dict[str, Dataset] = {}
+        for ds in headers:
+            if all(not query.get(k) or str(query.get(k)) == str(ds.get(k, "")) for k in keys if k in query):
+                found.setdefault(str(ds.get(group_by)), ds)
+        return list(found.values())
+
+    def _on_find(self, event):
+        query = event.identifier
+        level = str(query.get("QueryRetrieveLevel", ""))
+        self.queries.append(f"C-FIND {level}")
+        if level not in ("STUDY", "SERIES"):
+            yield 0xA900, None
+            return
+        for ds in self._matching(query, level):
+            answer = Dataset()
+            answer.QueryRetrieveLevel = level
+            for element in query:
+                if element.keyword and element.keyword != "QueryRetrieveLevel":
+                    setattr(answer, element.keyword, ds.get(element.keyword, ""))
+            yield 0xFF00, answer
+
+    def _on_get(self, event):
+        query = event.identifier
+        self.queries.append(f"C-GET {query.get('QueryRetrieveLevel', '')}")
+        series = str(query.get("SeriesInstanceUID", ""))
+        with self._changed:
+            paths = [self.received[uid] for uid, ds in self._headers.items()
+                     if str(ds.get("SeriesInstanceUID")) == series and series]
+        import pydicom
+
+        yield len(paths)
+        for path in paths:
+            if event.is_cancelled:
+                yield 0xFE00, None
+                return
+            yield 0xFF00, pydicom.dcmread(path)
+
     def start(self) -> "LocalStorageSCP":
         ae = AE(ae_title=self.ae_title)
         ae.add_supported_context(Verification)
-        for sop_class in ACCEPTED_SOP_CLASSES:
-            ae.add_supported_context(sop_class, TRANSFER_SYNTAXES)
+        ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
+        ae.add_supported_context(StudyRootQueryRetrieveInformationModelGet)
+        for sop_class in ACCEPTED_SOP_CLASSES:  # SCU role too: C-GET sends them back on the association
+            ae.add_supported_context(sop_class, TRANSFER_SYNTAXES, scu_role=True, scp_role=True)
         self._server = ae.start_server((self.host, self.requested_port), block=False,
-                                       evt_handlers=[*LOW_LATENCY_HANDLERS, (evt.EVT_C_STORE, self._on_store)])
+                                       evt_handlers=[*LOW_LATENCY_HANDLERS, (evt.EVT_C_STORE, self._on_store),
+                                                     (evt.EVT_C_FIND, self._on_find), (evt.EVT_C_GET, self._on_get)])
         return self
 
     @property

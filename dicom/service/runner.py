@@ -42,7 +42,12 @@ def app_entry_point(module: str):
 
 def _worker_loop(conn: Connection) -> None:
     """Child process: receive (module, input, output), run the app, answer its exit code."""
+    from .logsafe import configure_logging
+
     os.environ.setdefault("HOLOSCAN_LOG_LEVEL", "WARN")
+    # The app logs (and pydicom warns about) values from the peer's files: escaped here too.
+    # An app's own logging.basicConfig then finds this handler and adds none.
+    configure_logging(os.environ.get("DERMPACS_LOG_LEVEL", "INFO"))
     while True:
         try:
             message = conn.recv()
@@ -50,9 +55,15 @@ def _worker_loop(conn: Connection) -> None:
             return
         if message is None:
             return
-        module, input_folder, output_folder = message
+        module, input_folder, output_folder, *extra = message
         try:
-            code = int(app_entry_point(module)([module, "-i", input_folder, "-o", output_folder]) or 0)
+            priors = extra[1] if len(extra) > 1 else None
+            if priors is not None:  # earlier results into IN/priors/ first; never raises
+                from .priors import fetch_priors
+
+                fetch_priors(priors, Path(input_folder))
+            argv = [module, "-i", input_folder, "-o", output_folder, *(extra[0] if extra else [])]
+            code = int(app_entry_point(module)(argv) or 0)
             conn.send(("exit", code, None))
         except BaseException as exc:  # reported to the supervisor as the job's error
             conn.send(("error", 1, f"{type(exc).__name__}: {exc}"))
@@ -104,9 +115,14 @@ class AppRunner:
 
     def stop(self) -> None:
         for worker in self._workers:
-            if worker.running is not None:  # interrupted: the store re-queues it at next start
-                log.warning("job %d interrupted by shutdown", worker.running.job.id)
-            worker.stop(kill=worker.running is not None)
+            running = worker.running
+            worker.stop(kill=running is not None)
+            if running is not None:  # a graceful stop is not the job's fault: it does not use an attempt
+                log.warning("job %d interrupted by shutdown; queued again", running.job.id)
+                try:
+                    self.store.requeue(running.job.id, "service stopped during analysis")
+                except Exception:  # noqa: BLE001 - then recover_interrupted re-queues it at the next start
+                    log.exception("could not re-queue job %d", running.job.id)
         self._workers = []
 
     def result_pipes(self) -> list[Connection]:
@@ -143,17 +159,50 @@ class AppRunner:
         if not _module_exists(app.module):
             self.store.fail_job(job.id, f"app {job.app!r} (module {app.module}) is not installed in this release")
             return
-        inputs, outputs = self.spool.job_folder(job.id, job.attempts)
-        for row in self.store.job_instances(job.id):
-            target = inputs / Path(row["path"]).name
-            if not target.exists():
-                try:
-                    os.link(row["path"], target)  # same file system: no copy
-                except OSError:
-                    shutil.copy2(row["path"], target)
+        if job.attempts > 1 and self._adopt_finished_attempt(job, app):
+            return
+        try:
+            inputs, outputs = self.spool.job_folder(job.id, job.attempts)
+            for row in self.store.job_instances(job.id):
+                target = inputs / Path(row["path"]).name
+                if not target.exists():
+                    try:
+                        os.link(row["path"], target)  # same file system: no copy
+                    except OSError:
+                        shutil.copy2(row["path"], target)
+        except OSError as exc:  # disk full, permissions: not the job's fault; it waits, its attempt refunded
+            self.store.requeue(job.id, f"cannot prepare the job folder: {type(exc).__name__}: {exc}")
+            raise
+        priors = None
+        if app.priors_model_name:
+            from .priors import priors_request
+
+            priors = priors_request(self.config, app.priors_model_name, self.store, job.id, job.app)
         worker.running = _Running(job, app, time.monotonic(), inputs, outputs)
-        worker.conn.send((app.module, str(inputs), str(outputs)))
+        worker.conn.send((app.module, str(inputs), str(outputs), self._model_args(job.app), priors))
         log.info("job %d: %s started on series %s (attempt %d)", job.id, job.app, job.series_instance_uid, job.attempts)
+
+    def _model_args(self, app: str) -> list[str]:
+        """``-m <models_dir>/active/<app>`` once a local model version is promoted (else the shipped one).
+
+        Resolved per job, so a promotion or rollback (``dermpacs models``) applies to the next
+        job without a restart; the app reloads only when the weights file changes.
+        """
+        active = self.config.models_dir / "active" / app
+        return ["-m", str(active)] if active.exists() else []
+
+    def _adopt_finished_attempt(self, job: Job, app: AppConfig) -> bool:
+        """The previous attempt finished (results.json is the app's last write) but the node died
+        before recording it: record that attempt instead of analysing again, so its results keep
+        their SOP Instance UIDs and a PACS never gets two different results for one photograph."""
+        previous = self.spool.jobs / f"{job.id:08d}" / f"attempt-{job.attempts - 1}"
+        if not (previous / "out" / "results.json").is_file():
+            return False
+        self.store.requeue_as(job.id, job.attempts - 1)
+        log.warning("job %d: attempt %d had finished before the restart; its results are used", job.id,
+                    job.attempts - 1)
+        self._record(_Running(job, app, time.monotonic(), previous / "in", previous / "out"), 0, None, 0.0)
+        return True
 
     def _replace(self, worker: _Worker) -> None:
         worker.stop(kill=True)
@@ -186,10 +235,12 @@ class AppRunner:
             return True
         return False
 
-    def _record(self, running: _Running, code: int, error: str | None, elapsed: float) -> None:
+    def _record(self, running: _Running, code: int, error: str | None, elapsed: float,
+                extra: dict[str, Any] | None = None) -> None:
         job = running.job
+        _audit_priors(self.store, job.id, running.inputs)
         results = _read_results(running.outputs)
-        details: dict[str, Any] = {"app": job.app, "duration_s": round(elapsed, 3), "exit_code": code}
+        details: dict[str, Any] = {"app": job.app, "duration_s": round(elapsed, 3), "exit_code": code, **(extra or {})}
         if results:
             details.update(
                 model=results.get("algorithm", {}).get("name"),
@@ -201,6 +252,13 @@ class AppRunner:
                     self.store.audit("analysis_failed", job_id=job.id, sop=case.get("sop_instance_uid"),
                                      source=case.get("source"), step=case.get("failed_step"), error=case.get("error"))
         outputs = _result_files(running.outputs)
+        if error is None and outputs and results is None:
+            error = "the app wrote results but no results.json (it did not finish)"
+        partial = [c for c in (results or {}).get("cases", []) if c.get("status") == "failed" and c.get("outputs")]
+        if error is None and partial:  # failed after writing part of its results (e.g. the overlay, disk full)
+            case = partial[0]
+            error = (f"partly failed: {case.get('source')} failed at {case.get('failed_step')} after writing "
+                     f"{', '.join(case['outputs'])}: {case.get('error')}; nothing sent, `dermpacs retry` redoes it")
         if error is not None or (code != 0 and not outputs):
             reason = error or _first_error(results) or f"app exited with code {code}"
             log.error("job %d failed: %s", job.id, reason)
@@ -211,6 +269,22 @@ class AppRunner:
             details["error"] = f"{len(failed)} of {len(results['cases'])} photograph(s) not analysed: {failed[0]['error']}"
         self.store.finish_analysis(job.id, outputs, self.config.destination.describe(), details)
         log.info("job %d analysed in %.1f s: %d result file(s)", job.id, elapsed, len(outputs))
+
+
+def _audit_priors(store: JobStore, job_id: int, inputs: Path) -> None:
+    """One audit row per prior query the worker made (UIDs and counts, never patient data)."""
+    from dicom.longitudinal import MANIFEST_NAME, PRIORS_FOLDER
+
+    try:
+        manifest = json.loads((inputs / PRIORS_FOLDER / MANIFEST_NAME).read_text())
+    except (OSError, ValueError):
+        return
+    for query in manifest.get("queries", []):
+        store.audit("priors_query", job_id=job_id, source=manifest.get("source"), **query)
+    store.audit("priors", job_id=job_id, status=manifest.get("status"), reason=manifest.get("reason"),
+                waited_for_earlier_jobs=manifest.get("waited_for_earlier_jobs"),
+                studies=[s["study_instance_uid"] for s in manifest.get("studies", [])],
+                rejected=manifest.get("rejected"), seconds=manifest.get("seconds"))
 
 
 def _module_exists(module: str) -> bool:

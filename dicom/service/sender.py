@@ -38,6 +38,7 @@ from pynetdicom.presentation import build_context
 from dicom.reader import FileIdentity, read_file_identity
 
 from .config import Destination, SenderConfig, ServiceConfig
+from .health import ComponentHealth, HealthBoard
 from .store import JobStore, OutboxItem
 from .transport import LOW_LATENCY_HANDLERS
 
@@ -81,7 +82,7 @@ def _short(text: str, limit: int = 300) -> str:
 class ResultSender:
     """Sends due outbox items to ``config.destination``; safe to run in a thread."""
 
-    def __init__(self, config: ServiceConfig, store: JobStore) -> None:
+    def __init__(self, config: ServiceConfig, store: JobStore, health: HealthBoard | None = None) -> None:
         # send_c_store(path) then streams the file's encoded data set in PDU-sized chunks instead
         # of decoding it (only this sender sends paths in a dermpacs process; see _as_sent).
         pynetdicom_config.STORE_SEND_CHUNKED_DATASET = True
@@ -89,6 +90,10 @@ class ResultSender:
         self.store = store
         self.destination: Destination = config.destination
         self._warned_destinations: set[str] = set()
+        # the loop itself (outbox unreadable: DB locked, disk full) and the destination (down, refusing)
+        self.loop_health = ComponentHealth("sender", config.fault_backoff_initial_s, config.fault_backoff_max_s, health)
+        self.destination_health = ComponentHealth(f"destination {self.destination.describe()}",
+                                                  config.sender.backoff_initial_s, config.sender.backoff_max_s, health)
 
     # -- the loop -------------------------------------------------------------------------
     def run(self, stop: threading.Event, wake: threading.Event | None = None) -> None:
@@ -97,13 +102,11 @@ class ResultSender:
         while not stop.is_set():
             try:
                 self.send_due()
-            except Exception:  # noqa: BLE001 - keep the thread alive; the state is in the store
-                LOG.exception("sending failed unexpectedly; trying again later")
-            try:
                 next_time = self.store.next_outbox_time()
-            except Exception:  # noqa: BLE001
-                LOG.exception("cannot read the outbox")
-                next_time = None
+                self.loop_health.ok()
+            except Exception as exc:  # noqa: BLE001 - keep the thread alive, backing off; the state is in the store
+                self._sleep(self.loop_health.failed(exc), stop, None)
+                continue
             timeout = IDLE_POLL_S if next_time is None else min(max(next_time - time.time(), 0.0), IDLE_POLL_S)
             self._sleep(timeout, stop, wake)
 
@@ -141,8 +144,10 @@ class ResultSender:
             retry_at = None
         else:
             retry_at = now + backoff_delay(attempt, self.config.sender)
-        LOG.warning("result %s (job %d) not delivered, attempt %d: %s%s", item.sop_instance_uid, item.job_id,
-                    attempt, error, "; giving up" if retry_at is None else f"; retry in {retry_at - now:.0f} s")
+        # per item at INFO: the destination's state change is the one WARNING/ERROR line (destination_health)
+        LOG.log(logging.WARNING if retry_at is None else logging.INFO,
+                "result %s (job %d) not delivered, attempt %d: %s%s", item.sop_instance_uid, item.job_id,
+                attempt, error, "; giving up" if retry_at is None else f"; retry in {retry_at - now:.0f} s")
         self.store.mark_send_failed(item, _short(error), retry_at)
 
     def _sent(self, item: OutboxItem, status: str) -> None:
@@ -235,6 +240,7 @@ class ResultSender:
         if assoc is None or not assoc.is_established:
             if assoc is not None:
                 error = self._association_error(assoc)
+            self.destination_health.failed(error)
             for entry in loaded:
                 self._fail(entry.item, error, now)
             return 0
@@ -257,6 +263,7 @@ class ResultSender:
                 if status is None:
                     self._fail(entry.item, f"no C-STORE response from {dest.describe()} (timeout or abort)", now)
                 elif int(status) in SUCCESS_STATUSES:
+                    self.destination_health.ok()
                     self._sent(entry.item, f"0x{int(status):04X}")
                     delivered += 1
                 else:
@@ -320,11 +327,13 @@ class ResultSender:
                 return 0
             return self._stow_outcome(loaded, body, now, f"HTTP {exc.response.status_code}", ok=False)
         except Exception as exc:  # noqa: BLE001 - connection refused, timeout, TLS, bad response
+            self.destination_health.failed(f"STOW-RS to {url} failed: {type(exc).__name__}")
             for entry in loaded:
                 self._fail(entry.item, f"STOW-RS to {url} failed: {type(exc).__name__}: {_short(str(exc), 200)}", now)
             return 0
         finally:
             session.close()
+        self.destination_health.ok()
         return self._stow_outcome(loaded, response, now, "HTTP 2xx", ok=True)
 
     def _stow_outcome(self, loaded: list[_Loaded], response: Dataset, now: float, http: str, ok: bool) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing.connection
+import os
 import resource
 import signal
 import threading
@@ -12,13 +13,15 @@ import time
 from collections import defaultdict
 
 from .config import ServiceConfig
+from .corrections import CorrectionFiler, is_correction_candidate
+from .health import ComponentHealth, HealthBoard
 from .router import Router
-from .runner import AppRunner
+from .queue import make_runner
 from .spool import Spool
-from .store import JobStore
 
 log = logging.getLogger("dermpacs.service")
 
+PURGE_INTERVAL_S = 86400.0
 HOLOSCAN_STACK_BYTES = 32 * 2**20  # Holoscan wants a 32 MB stack (ulimit -s 32768); workers inherit it
 
 
@@ -29,22 +32,33 @@ class DermpacsService:
         from .listener import DicomListener
         from .sender import ResultSender
 
+        from .recovery import open_job_store
+
+        make_private(config.data_dir)
         self.config = config
-        self.store = JobStore(config.database)
         self.spool = Spool(config.data_dir)
+        self.store = open_job_store(config, self.spool)  # checked; rebuilt from the spool if lost
         self.router = Router(config.rules)
+        self.corrections = CorrectionFiler(config, self.store)
         self._wake_scheduler = threading.Event()
         self._wake_sender = threading.Event()
         self._stop = threading.Event()
-        self.listener = DicomListener(config, self.store, self.spool, on_received=lambda _series: self._wake_scheduler.set())
-        self.runner = AppRunner(config, self.store, self.spool)
-        self.sender = ResultSender(config, self.store)
+        self.health = HealthBoard(config.data_dir)
+        self.scheduler_health = ComponentHealth("scheduler", config.fault_backoff_initial_s, config.fault_backoff_max_s,
+                                                self.health)
+        self.listener = DicomListener(config, self.store, self.spool, on_received=lambda _series: self._wake_scheduler.set(),
+                                      health=self.health)
+        self.runner = make_runner(config, self.store, self.spool)  # local processes or the Celery queue
+        self.sender = ResultSender(config, self.store, health=self.health)
         self._threads: list[threading.Thread] = []
+        self._next_purge = 0.0
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
         _raise_stack_limit()
-        recovered = self.store.recover_interrupted(self.config.job_max_attempts)
+        # Celery jobs run on other hosts and are not interrupted by this restart: the queue
+        # reconciles them with the broker on its first round instead.
+        recovered = [] if self.config.queue.celery else self.store.recover_interrupted(self.config.job_max_attempts)
         if recovered:
             log.warning("resuming %d job(s) interrupted by the last shutdown: %s", len(recovered), recovered)
         self.runner.start()
@@ -67,6 +81,7 @@ class DermpacsService:
             thread.join(timeout=10)
         self.runner.stop()
         self.store.close()
+        self.health.close()
 
     def serve_forever(self) -> None:
         """Run until SIGTERM or SIGINT, then stop cleanly."""
@@ -82,14 +97,33 @@ class DermpacsService:
 
     # -- scheduling ---------------------------------------------------------------------------
     def _schedule_loop(self) -> None:
+        """Route, supervise, start jobs; a failing round (disk full, DB locked) backs off."""
         while not self._stop.is_set():
             try:
                 self.route_settled_series()
                 if self.runner.poll():
                     self._wake_sender.set()
-            except Exception:  # keep scheduling; the error is in the log
-                log.exception("scheduler round failed")
+                self._purge_daily()
+                self.scheduler_health.ok()
+            except Exception as exc:  # noqa: BLE001 - keep scheduling, but never in a hot loop
+                delay = self.scheduler_health.failed(exc)
+                self._stop.wait(delay)
+                continue
             self._wait_for_work()
+
+    def _purge_daily(self) -> None:
+        """Apply the retention policy once a day (and at start-up) while the node runs."""
+        if time.monotonic() < self._next_purge:
+            return
+        from .retention import purge
+
+        self._next_purge = time.monotonic() + PURGE_INTERVAL_S
+        try:
+            purge(self.store, self.spool, self.config.retention.keep_days)
+            self.corrections.training_set.apply_retention(self.config.learning.retention_days)
+        except Exception:  # noqa: BLE001 - retention must never hold up analysis; try again in an hour
+            log.exception("retention purge failed; next try in an hour")
+            self._next_purge = time.monotonic() + PURGE_INTERVAL_S / 24
 
     def _wait_for_work(self) -> None:
         """Sleep until a job finishes, a series settles, an instance arrives or the poll interval ends."""
@@ -112,6 +146,10 @@ class DermpacsService:
         jobs = []
         for series_uid in self.store.settled_series(self.config.stable_seconds):
             rows = self.store.waiting_instances(series_uid)
+            segs = [row for row in rows if is_correction_candidate(json.loads(row["header"]))]
+            if segs:  # clinicians' corrections are filed for learning, never analysed
+                self.corrections.file_received(segs)
+                rows = [row for row in rows if row not in segs]
             by_app: dict[str, list] = defaultdict(list)
             unrouted = []
             for row in rows:
@@ -127,6 +165,14 @@ class DermpacsService:
                 jobs.append(self.store.create_job(study_uid, series_uid, app, rule.name,
                                                   [row["sop_instance_uid"] for _, row in matched]))
         return jobs
+
+
+def make_private(data_dir) -> None:
+    """Everything the node and its app workers create is 0600/0700, whatever the umask it was
+    started with: photographs, overlays and results are patient data."""
+    os.umask(0o077)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.chmod(0o700)  # also closes a folder an earlier version created 0755
 
 
 def _raise_stack_limit() -> None:

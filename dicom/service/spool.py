@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -59,16 +60,19 @@ class Spool:
             folder.mkdir(parents=True, exist_ok=True)
         self.clean_partial_writes()
 
-    def instance_path(self, sop_instance_uid: str) -> Path:
+    def instance_path(self, sop_instance_uid: str, version: int = 1) -> Path:
+        """Version 1 is ``<hash>.dcm``; a changed instance's later versions ``<hash>.v<n>.dcm``."""
         digest = hashlib.sha256(sop_instance_uid.encode("ascii", "replace")).hexdigest()
-        return self.instances / digest[:2] / f"{digest}.dcm"
+        return self.instances / digest[:2] / (f"{digest}.dcm" if version == 1 else f"{digest}.v{version}.dcm")
 
-    def store(self, sop_instance_uid: str, data: bytes) -> Path:
-        return atomic_write(self.instance_path(sop_instance_uid), data)
+    def store(self, sop_instance_uid: str, data: bytes, version: int = 1) -> Path:
+        return atomic_write(self.instance_path(sop_instance_uid, version), data)
 
     def job_folder(self, job_id: int, attempt: int) -> tuple[Path, Path]:
         """Fresh input and output folders for one run of a job."""
         base = self.jobs / f"{job_id:08d}" / f"attempt-{attempt}"
+        if base.exists():  # a retried job counts attempts from 1 again: never mix in an earlier run's results
+            shutil.rmtree(base)
         inputs, outputs = base / "in", base / "out"
         inputs.mkdir(parents=True, exist_ok=True)
         outputs.mkdir(parents=True, exist_ok=True)

@@ -40,7 +40,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     series_instance_uid TEXT NOT NULL,
     app TEXT NOT NULL,
     rule TEXT NOT NULL,
-    state TEXT NOT NULL,               -- queued | running | sending | done | failed
+    state TEXT NOT NULL,               -- queued | running | sending | done | failed | superseded
     attempts INTEGER NOT NULL DEFAULT 0,
     error TEXT,
     created_at REAL NOT NULL,
@@ -69,6 +69,17 @@ CREATE TABLE IF NOT EXISTS audit (
     job_id INTEGER,
     sop_instance_uid TEXT,
     details TEXT NOT NULL              -- JSON; UIDs and technical facts only, never patient data
+);
+CREATE TABLE IF NOT EXISTS superseded_instances (  -- earlier versions of a changed instance, kept
+    sop_instance_uid TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    path TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    received_at REAL NOT NULL,
+    job_id INTEGER,                    -- the job that analysed it (now superseded)
+    superseded_at REAL NOT NULL,
+    PRIMARY KEY (sop_instance_uid, version)
 );
 CREATE TRIGGER IF NOT EXISTS audit_is_append_only_update BEFORE UPDATE ON audit
 BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
@@ -131,7 +142,17 @@ class JobStore:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
+        self._migrate()
         self._lock = threading.RLock()
+
+    def _migrate(self) -> None:
+        """Columns added after the first release, added to an existing database in place."""
+        added = {"instances": [("version", "INTEGER NOT NULL DEFAULT 1")], "jobs": [("superseded_at", "REAL"), ("purged_at", "REAL")]}
+        for table, columns in added.items():
+            have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            for name, decl in columns:
+                if name not in have:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
 
     def close(self) -> None:
         with self._lock:
@@ -160,27 +181,104 @@ class JobStore:
             self._audit(db, event, job_id, sop, **details)
 
     # -- receiving ------------------------------------------------------------------------
-    def add_instance(self, item: ReceivedInstance) -> bool:
-        """Record a spooled instance; False (and a 'duplicate' audit) if its UID was seen before."""
+    def add_instance(self, item: ReceivedInstance, event: str = "received") -> str:
+        """Record a spooled instance: ``added``; ``duplicate`` (same UID, same bytes: nothing
+        changes); or ``new_version`` (same UID, other bytes: ``item`` becomes the current version,
+        the earlier one is kept in superseded_instances, and its series is analysed again)."""
         now = time.time()
         with self._transaction() as db:
-            seen = db.execute(
-                "SELECT sha256 FROM instances WHERE sop_instance_uid=?", (item.sop_instance_uid,)
-            ).fetchone()
-            if seen is not None:
+            seen = db.execute("SELECT * FROM instances WHERE sop_instance_uid=?", (item.sop_instance_uid,)).fetchone()
+            if seen is not None and seen["sha256"] == item.sha256:
                 self._audit(db, "duplicate", sop=item.sop_instance_uid, calling_ae=item.calling_ae,
-                            sha256=item.sha256, same_content=seen["sha256"] == item.sha256)
-                return False
+                            sha256=item.sha256, same_content=True)
+                return "duplicate"
+            if seen is not None:
+                self._new_version(db, seen, item, now)
+                return "new_version"
             db.execute(
-                "INSERT INTO instances VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO instances(sop_instance_uid, sop_class_uid, study_instance_uid, series_instance_uid, path, "
+                "sha256, size, calling_ae, called_ae, peer, header, received_at, state, job_id) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (item.sop_instance_uid, item.sop_class_uid, item.study_instance_uid, item.series_instance_uid,
                  str(item.path), item.sha256, item.size, item.calling_ae, item.called_ae, item.peer,
                  json.dumps(item.header), now, "received", None),
             )
-            self._audit(db, "received", sop=item.sop_instance_uid, calling_ae=item.calling_ae, peer=item.peer,
+            self._audit(db, event, sop=item.sop_instance_uid, calling_ae=item.calling_ae, peer=item.peer,
                         called_ae=item.called_ae, sop_class_uid=item.sop_class_uid,
                         series_instance_uid=item.series_instance_uid, sha256=item.sha256, size=item.size)
-            return True
+            return "added"
+
+    def _new_version(self, db: sqlite3.Connection, seen: sqlite3.Row, item: ReceivedInstance, now: float) -> None:
+        version = int(seen["version"]) + 1
+        db.execute("INSERT INTO superseded_instances VALUES (?,?,?,?,?,?,?,?)",
+                   (seen["sop_instance_uid"], seen["version"], seen["path"], seen["sha256"], seen["size"],
+                    seen["received_at"], seen["job_id"], now))
+        old_job = seen["job_id"]
+        if old_job is not None:  # what that job analysed goes round again, with the new version
+            db.execute("UPDATE instances SET state='received', job_id=NULL, received_at=? WHERE job_id=?",
+                       (now, old_job))
+            self._supersede_job(db, old_job, now)
+        db.execute(
+            "UPDATE instances SET sop_class_uid=?, study_instance_uid=?, series_instance_uid=?, path=?, sha256=?, "
+            "size=?, calling_ae=?, called_ae=?, peer=?, header=?, received_at=?, state='received', job_id=NULL, "
+            "version=? WHERE sop_instance_uid=?",
+            (item.sop_class_uid, item.study_instance_uid, item.series_instance_uid, str(item.path), item.sha256,
+             item.size, item.calling_ae, item.called_ae, item.peer, json.dumps(item.header), now, version,
+             item.sop_instance_uid))
+        self._audit(db, "new_version", sop=item.sop_instance_uid, calling_ae=item.calling_ae, peer=item.peer,
+                    version=version, sha256=item.sha256, previous_sha256=seen["sha256"], superseded_job=old_job,
+                    series_instance_uid=item.series_instance_uid, size=item.size)
+
+    def _supersede_job(self, db: sqlite3.Connection, job_id: int, now: float) -> None:
+        """Its results describe an earlier version: undelivered ones are not sent; a running job
+        finishes as superseded."""
+        row = db.execute("SELECT state FROM jobs WHERE id=?", (job_id,)).fetchone()
+        if row is None:
+            return
+        state = "running" if row["state"] == "running" else "superseded"
+        db.execute("UPDATE jobs SET state=?, superseded_at=?, updated_at=? WHERE id=?", (state, now, now, job_id))
+        cancelled = db.execute("UPDATE outbox SET state='superseded' WHERE job_id=? AND state IN ('pending','failed')",
+                               (job_id,)).rowcount
+        self._audit(db, "superseded", job_id=job_id, undelivered_results_cancelled=cancelled)
+
+    def current_digest(self, sop_instance_uid: str) -> tuple[str, int] | None:
+        """(sha256, version) of the instance's current version, or None if unknown."""
+        with self._lock:
+            row = self._db.execute("SELECT sha256, version FROM instances WHERE sop_instance_uid=?",
+                                   (sop_instance_uid,)).fetchone()
+        return None if row is None else (row[0], int(row[1]))
+
+    def instance_count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM instances").fetchone()[0])
+
+    def restore_job(self, job_id: int, sop_uids: list[str], app: str, attempts: int,
+                    outputs: list[tuple[Path, str, str]], destination: str) -> None:
+        """Rebuild: a job whose analysis had finished, under its old id, its results queued again."""
+        now = time.time()
+        with self._transaction() as db:
+            marks = ",".join("?" * len(sop_uids))
+            first = db.execute(f"SELECT study_instance_uid, series_instance_uid FROM instances "
+                               f"WHERE sop_instance_uid IN ({marks})", sop_uids).fetchone()
+            db.execute(
+                "INSERT INTO jobs(id, study_instance_uid, series_instance_uid, app, rule, state, attempts, created_at, "
+                "updated_at) VALUES (?,?,?,?, 'rebuilt', ?, ?, ?, ?)",
+                (job_id, first[0], first[1], app, "sending" if outputs else "done", attempts, now, now))
+            db.executemany("UPDATE instances SET state='queued', job_id=? WHERE sop_instance_uid=?",
+                           [(job_id, uid) for uid in sop_uids])
+            for path, sop_uid, sop_class in outputs:
+                db.execute(
+                    "INSERT INTO outbox(job_id, path, sop_instance_uid, sop_class_uid, destination, state, "
+                    "next_attempt_at) VALUES (?,?,?,?,?, 'pending', ?)",
+                    (job_id, str(path), sop_uid, sop_class, destination, now))
+            self._audit(db, "restored_job", job_id=job_id, app=app, sop_instance_uids=sop_uids,
+                        result_sop_instance_uids=[o[1] for o in outputs])
+
+    def reserve_job_ids(self, highest: int) -> None:
+        """New jobs get ids above ``highest`` (their folders must not be an old job's)."""
+        with self._transaction() as db:
+            if not db.execute("UPDATE sqlite_sequence SET seq=MAX(seq, ?) WHERE name='jobs'", (highest,)).rowcount:
+                db.execute("INSERT INTO sqlite_sequence(name, seq) VALUES ('jobs', ?)", (highest,))
 
     def known_instance(self, sop_instance_uid: str) -> bool:
         with self._lock:
@@ -260,6 +358,22 @@ class JobStore:
         return Job(row["id"], row["study_instance_uid"], row["series_instance_uid"], row["app"], row["rule"],
                    row["state"], row["attempts"], row["error"])
 
+    def unfinished_jobs(self, app: str, before_id: int) -> list[int]:
+        """Earlier jobs of ``app`` whose results are not yet delivered (queued, running, sending)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id FROM jobs WHERE app=? AND id<? AND state IN ('queued','running','sending') ORDER BY id",
+                (app, before_id),
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def job_states(self, job_ids: list[int]) -> dict[int, str]:
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT id, state FROM jobs WHERE id IN ({','.join('?' * len(job_ids))})", job_ids
+            ).fetchall() if job_ids else []
+        return {r[0]: r[1] for r in rows}
+
     def job_instances(self, job_id: int) -> list[sqlite3.Row]:
         with self._lock:
             return self._db.execute(
@@ -271,28 +385,52 @@ class JobStore:
         """Atomically: audit the analysis and queue every result file in the outbox."""
         now = time.time()
         with self._transaction() as db:
+            superseded = self._is_superseded(db, job_id)
             for path, sop_uid, sop_class in outputs:
                 db.execute(
                     "INSERT INTO outbox(job_id, path, sop_instance_uid, sop_class_uid, destination, state, "
-                    "next_attempt_at) VALUES (?,?,?,?,?, 'pending', ?)",
-                    (job_id, str(path), sop_uid, sop_class, destination, now),
+                    "next_attempt_at) VALUES (?,?,?,?,?, ?, ?)",
+                    (job_id, str(path), sop_uid, sop_class, destination, "superseded" if superseded else "pending",
+                     now),
                 )
-            state = "sending" if outputs else "done"
+            state = "superseded" if superseded else "sending" if outputs else "done"
             db.execute("UPDATE jobs SET state=?, error=?, updated_at=? WHERE id=?",
                        (state, analysis.get("error"), now, job_id))
             self._audit(db, "analysed", job_id=job_id, result_sop_instance_uids=[o[1] for o in outputs], **analysis)
 
+    @staticmethod
+    def _is_superseded(db: sqlite3.Connection, job_id: int) -> bool:
+        row = db.execute("SELECT superseded_at FROM jobs WHERE id=?", (job_id,)).fetchone()
+        return row is not None and row[0] is not None
+
     def fail_job(self, job_id: int, error: str, **details: Any) -> None:
         with self._transaction() as db:
-            db.execute("UPDATE jobs SET state='failed', error=?, updated_at=? WHERE id=?", (error, time.time(), job_id))
+            state = "superseded" if self._is_superseded(db, job_id) else "failed"
+            db.execute("UPDATE jobs SET state=?, error=?, updated_at=? WHERE id=?", (state, error, time.time(), job_id))
             self._audit(db, "analysis_failed", job_id=job_id, error=error, **details)
+
+    def requeue(self, job_id: int, reason: str) -> None:
+        """A running job goes back to the queue without using up an attempt (the node stopped it, or
+        could not start it); audited as ``retried``."""
+        with self._transaction() as db:
+            db.execute("UPDATE jobs SET state=CASE WHEN superseded_at IS NULL THEN 'queued' ELSE 'superseded' END, "
+                       "attempts=MAX(attempts-1, 0), updated_at=? WHERE id=? AND state='running'", (time.time(), job_id))
+            self._audit(db, "retried", job_id=job_id, reason=reason, attempt_refunded=True)
+
+    def requeue_as(self, job_id: int, attempt: int) -> None:
+        """The running job is recorded as its earlier ``attempt`` (which had finished)."""
+        with self._transaction() as db:
+            db.execute("UPDATE jobs SET attempts=? WHERE id=? AND state='running'", (attempt, job_id))
+            self._audit(db, "retried", job_id=job_id, reason=f"attempt {attempt} had finished; its results used")
 
     def recover_interrupted(self, max_attempts: int) -> list[int]:
         """After a crash: jobs left 'running' run again (or fail once out of attempts)."""
         with self._transaction() as db:
-            rows = db.execute("SELECT id, attempts FROM jobs WHERE state='running'").fetchall()
+            rows = db.execute("SELECT id, attempts, superseded_at FROM jobs WHERE state='running'").fetchall()
             for row in rows:
-                if row["attempts"] >= max_attempts:
+                if row["superseded_at"] is not None:
+                    db.execute("UPDATE jobs SET state='superseded', updated_at=? WHERE id=?", (time.time(), row["id"]))
+                elif row["attempts"] >= max_attempts:
                     db.execute("UPDATE jobs SET state='failed', error=?, updated_at=? WHERE id=?",
                                (f"interrupted {row['attempts']} times", time.time(), row["id"]))
                     self._audit(db, "analysis_failed", job_id=row["id"], error="interrupted too often")
@@ -366,6 +504,46 @@ class JobStore:
                 self._audit(db, "retried", job_id=jid, resend=bool(undelivered))
         return ids
 
+    # -- retention ------------------------------------------------------------------------
+    def purgeable_jobs(self, before: float) -> list[tuple[int, list[str]]]:
+        """Delivered (done) or superseded jobs last changed before ``before``, with their photographs' files."""
+        with self._lock:
+            ids = [r[0] for r in self._db.execute(
+                "SELECT id FROM jobs WHERE state IN ('done','superseded') AND purged_at IS NULL AND updated_at <= ? "
+                "ORDER BY id", (before,))]
+            return [(jid, [r[0] for r in self._db.execute(
+                "SELECT path FROM instances WHERE job_id=? AND path != ''", (jid,))]) for jid in ids]
+
+    def mark_purged(self, job_id: int) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE jobs SET purged_at=? WHERE id=?", (time.time(), job_id))
+            db.execute("UPDATE instances SET state='purged', path='' WHERE job_id=?", (job_id,))
+
+    def superseded_files(self, before: float) -> list[tuple[str, int, str]]:
+        with self._lock:
+            return [(r[0], int(r[1]), r[2]) for r in self._db.execute(
+                "SELECT sop_instance_uid, version, path FROM superseded_instances WHERE superseded_at <= ? "
+                "AND path != ''", (before,))]
+
+    def mark_version_purged(self, sop_instance_uid: str, version: int) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE superseded_instances SET path='' WHERE sop_instance_uid=? AND version=?",
+                       (sop_instance_uid, version))
+
+    def current_attempts(self) -> dict[int, int]:
+        with self._lock:
+            return {int(r[0]): int(r[1]) for r in self._db.execute("SELECT id, attempts FROM jobs")}
+
+    def reroute_unrouted(self) -> list[str]:
+        """Instances no rule matched go through routing again (after the rules were changed)."""
+        now = time.time()
+        with self._transaction() as db:
+            uids = [r[0] for r in db.execute("SELECT sop_instance_uid FROM instances WHERE state='unrouted'")]
+            db.execute("UPDATE instances SET state='received', received_at=? WHERE state='unrouted'", (now,))
+            for uid in uids:
+                self._audit(db, "retried", sop=uid, reason="routed again")
+        return uids
+
     def status(self, recent_errors: int = 10) -> dict[str, Any]:
         with self._lock:
             jobs = {r[0]: r[1] for r in self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state")}
@@ -377,11 +555,14 @@ class JobStore:
             unrouted = [dict(r) for r in self._db.execute(
                 "SELECT sop_instance_uid, sop_class_uid, series_instance_uid, received_at FROM instances "
                 "WHERE state='unrouted' ORDER BY received_at DESC LIMIT ?", (recent_errors,))]
+            changed = [dict(r) for r in self._db.execute(
+                "SELECT sop_instance_uid, version, series_instance_uid, state, job_id, received_at FROM instances "
+                "WHERE version > 1 ORDER BY received_at DESC LIMIT ?", (recent_errors,))]
             errors = [dict(r) for r in self._db.execute(
                 "SELECT at, event, job_id, sop_instance_uid, details FROM audit "
                 "WHERE event IN ('analysis_failed','send_failed','rejected') ORDER BY id DESC LIMIT ?", (recent_errors,))]
         return {"jobs": jobs, "instances": instances, "outbox": outbox, "failed_jobs": failed,
-                "unrouted_instances": unrouted, "last_errors": errors}
+                "unrouted_instances": unrouted, "changed_instances": changed, "last_errors": errors}
 
     def audit_rows(self, since: str | None = None) -> list[dict[str, Any]]:
         with self._lock:
@@ -390,3 +571,33 @@ class JobStore:
                 query, args = query + " WHERE at >= ?", (since,)
             rows = self._db.execute(query + " ORDER BY id", args).fetchall()
         return [{**dict(r), "details": json.loads(r["details"])} for r in rows]
+
+    # -- corrections (clinicians' SEGs of analysed photographs) ---------------------------
+    def analysed_photographs(self, sop_instance_uids: list[str]) -> list[sqlite3.Row]:
+        """Instances among these UIDs that a job analysed (results queued or sent), with the job's app."""
+        if not sop_instance_uids:
+            return []
+        marks = ",".join("?" * len(sop_instance_uids))
+        with self._lock:
+            return self._db.execute(
+                "SELECT i.*, j.app AS app FROM instances i JOIN jobs j ON j.id = i.job_id "
+                f"WHERE i.sop_instance_uid IN ({marks}) AND j.state IN ('sending', 'done')",
+                list(sop_instance_uids),
+            ).fetchall()
+
+    def analysed_studies(self) -> list[str]:
+        """Study UIDs with at least one analysed photograph (where corrections may be found)."""
+        with self._lock:
+            return [r[0] for r in self._db.execute(
+                "SELECT DISTINCT study_instance_uid FROM jobs WHERE state IN ('sending', 'done') ORDER BY id")]
+
+    def job_results(self, job_id: int, sop_class_uid: str) -> list[Path]:
+        """Files of one SOP class a job produced (e.g. its own SEG)."""
+        with self._lock:
+            return [Path(r[0]) for r in self._db.execute(
+                "SELECT path FROM outbox WHERE job_id=? AND sop_class_uid=? ORDER BY id", (job_id, sop_class_uid))]
+
+    def set_instance_state(self, sop_instance_uid: str, state: str) -> None:
+        """A received instance that is not analysed (a correction: 'correction_filed' / 'correction_refused')."""
+        with self._transaction() as db:
+            db.execute("UPDATE instances SET state=? WHERE sop_instance_uid=?", (state, sop_instance_uid))

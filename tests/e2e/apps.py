@@ -33,7 +33,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 
-__all__ = ["AppCase", "APPS", "facial_photo", "scalp_photo", "prick_photo", "closeup_photo"]
+__all__ = ["AppCase", "APPS", "facial_photo", "facial_follow_up", "scalp_photo", "prick_photo", "closeup_photo"]
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,37 @@ def facial_photo(folder: Path, seed: int = 7) -> Path:
     from apps.demo_study import make_demo_study
 
     return make_demo_study(folder, seed=seed, views=("frontal",), size=(708, 1060))[0].path
+
+
+def facial_follow_up(folder: Path, seed: int = 7) -> Path:
+    """A follow-up frontal view (patches repigmented to half their area), 708x1060, with the
+    baseline's SR, SEG and photograph in ``folder/priors/`` as the service's C-GET leaves them."""
+    import shutil
+    import subprocess
+    import sys
+
+    from apps.demo_visits import DEMO_ISSUER, make_demo_visits
+    from dicom.encode import DEMO_PATIENT
+    from dicom.longitudinal import PRIORS_FOLDER, patient_key, write_manifest
+
+    work = folder.parent / "follow-up-visits"
+    baseline, follow_up = make_demo_visits(work / "study", remaining=(1.0, 0.5), seed=seed, views=("frontal",),
+                                           size=(708, 1060))
+    key = patient_key(b"e2e", DEMO_ISSUER, DEMO_PATIENT.patient_id)
+    # The baseline as the service analysed it: the PACS was asked and had nothing earlier.
+    write_manifest(baseline.photographs[0].path.parent / PRIORS_FOLDER,
+                   {"status": "none", "reason": "no earlier results", "tracking_key": key, "studies": []})
+    subprocess.run([sys.executable, "-m", "apps.facial_vitiligo", "-i", str(baseline.photographs[0].path.parent),
+                    "-o", str(work / "baseline-out")], cwd=REPO, check=True, capture_output=True, timeout=600)
+    priors = folder / PRIORS_FOLDER / "study-001"
+    priors.mkdir(parents=True)
+    for path in (*(work / "baseline-out").glob("S*_*.dcm"), baseline.photographs[0].path):
+        shutil.copy(path, priors / path.name)
+    write_manifest(folder / PRIORS_FOLDER, {
+        "status": "found", "reason": "e2e", "tracking_key": key,
+        "studies": [{"study_instance_uid": baseline.study_instance_uid, "study_date": baseline.date.strftime("%Y%m%d"),
+                     "files": sorted(f"study-001/{p.name}" for p in priors.iterdir())}]})
+    return Path(shutil.copy(follow_up.photographs[0].path, folder / "face_frontal.dcm"))
 
 
 def scalp_photo(folder: Path, seed: int = 3) -> Path:
@@ -117,6 +148,15 @@ APPS: tuple[AppCase, ...] = (
         module="apps.facial_vitiligo",
         make_input=facial_photo,
         measurement_label="F-Vitiligo",
+        hidden_segments=("Skin of face",),
+    ),
+    AppCase(
+        # A follow-up visit with its baseline's results in IN/priors/: OHIF must show the
+        # comparison group's lines ("F-Vitiligo change since baseline (points)" and "(% of baseline)").
+        name="facial_vitiligo_follow_up",
+        module="apps.facial_vitiligo",
+        make_input=facial_follow_up,
+        measurement_label="F-Vitiligo change since baseline",
         hidden_segments=("Skin of face",),
     ),
     AppCase(

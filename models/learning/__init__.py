@@ -1,0 +1,1 @@
+"""Learning from the clinic: corrections -> local training set -> candidate model -> promoted version."""
