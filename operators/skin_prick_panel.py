@@ -8,7 +8,8 @@ how it was obtained). Without a panel the per-reaction reading stays as it is.
 Each group stays within OHIF's five visible lines (DESIGN.md) even when the longitudinal
 step adds "at previous visit" and "change" lines to it: a site has at most three (wheal,
 flare, result; the wheal minus the saline's is in results.json), the test three (valid,
-scale, its uncertainty; the control wheals are in their sites' groups).
+scale, its uncertainty; the control wheals are in their sites' groups). OHIF also prints a
+finding site as a line, so these groups carry none (the SEG's segments name the skin).
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ class SkinPrickPanelStep:
                 qualitative.append(QualitativeFinding(codes.ALLERGEN, _site_code(s.site)))
             groups.append(MeasurementGroupResult(
                 outline_xy=outline, tracking_label=f"{s.index + 1} {s.site.name}"[:64],
-                finding=codes.WHEAL, finding_site=codes.SKIN, measurements=measurements, qualitative=qualitative))
+                finding=codes.WHEAL, finding_site=None, measurements=measurements, qualitative=qualitative))
         unmatched_out = []
         for n, k in enumerate(reading.unmatched_reactions, start=1):
             r = reactions[k]
@@ -186,7 +187,7 @@ class SkinPrickPanelStep:
         validity = {True: codes.POSITIVE, False: codes.NEGATIVE, None: codes.NOT_READABLE}[reading.valid]
         return MeasurementGroupResult(
             outline_xy=outline, tracking_label=f"Skin prick test: {reading.panel.name}"[:64],
-            finding=codes.WHEAL, finding_site=codes.SKIN, measurements=ms,
+            finding=codes.WHEAL, finding_site=None, measurements=ms,
             qualitative=[QualitativeFinding(codes.PRICK_TEST_VALID, validity)])
 
     @staticmethod
