@@ -161,6 +161,20 @@ PIXEL_LENGTH = Code("{pixel}", "UCUM", "pixel")
 """Length unit of an uncalibrated photograph (areas use PIXELS)."""
 NO_UNITS = Code("1", "UCUM", "no units")
 """Unit of a dimensionless ratio."""
+# Skin prick panel reading (models.prick.panel): one group per site, one for the test.
+PRICK_SITE_RESULT = private_code("PRICK-RESULT", "Skin prick site result (1 positive, 0 negative)")
+PRICK_TEST_VALID = private_code("PRICK-VALID", "Skin prick test valid (1 yes, 0 no)")
+PRICK_SITES_READ = private_code("PRICK-SITES-READ", "Skin prick sites read")
+SITES_UNIT = Code("{sites}", "UCUM", "sites")
+ALLERGEN = private_code("PRICK-ALLERGEN", "Allergen")
+SCALE_FROM_PIXEL_SPACING = private_code("SCALE-PIXSPACING", "Scale from Pixel Spacing")
+SCALE_FROM_PANEL_GRID = private_code("SCALE-PANEL-GRID", "Scale from panel site spacing")
+SCALE_UNCERTAINTY = private_code("SCALE-UNCERTAIN", "Scale uncertainty (1 SD)")
+NOT_READABLE = private_code("NOT-READABLE", "Not readable")
+POSITIVE = Code("10828004", "SCT", "Positive")
+NEGATIVE = Code("260385009", "SCT", "Negative")
+MM_PER_PIXEL = Code("mm/{pixel}", "UCUM", "millimeter per pixel")
+RESULT_UNIT = Code("{result}", "UCUM", "result")
 
 # --- Vitiligo close-up (apps.vitiligo_lesion; SEEDS.md B): one group per photograph ---
 VITILIGO_SKIN_PERCENT = private_code("VIT-SKIN-PCT", "Vitiligo area (percent of visible skin)")

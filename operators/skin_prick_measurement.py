@@ -45,12 +45,13 @@ class SkinPrickMeasurementStep:
         self.min_reaction_model_px = min_reaction_model_px
 
     def process(self, case: PhotoCase) -> None:
-        from models.prick.measure import diameters, find_reactions
+        from models.prick.measure import diameters, drop_strokes, find_reactions
 
         erythema, wheal = case.findings["prick_erythema"], case.findings["prick_wheal"]
         scale = case.findings.get("prick_model_scale", 1.0)
         min_px = max(1, int(round(self.min_reaction_model_px / (scale * scale))))
-        reactions = find_reactions(erythema, wheal, min_area_px=min_px)
+        reactions = drop_strokes(find_reactions(erythema, wheal, min_area_px=min_px))
+        case.findings["prick_reactions"] = reactions  # the panel step matches them to sites
         spacing = case.photo.pixel_spacing_mm
         px_area = float(spacing[0] * spacing[1]) if spacing else 1.0
         area_unit = codes.SQUARE_MILLIMETER if spacing else codes.PIXELS

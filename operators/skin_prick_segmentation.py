@@ -1,4 +1,4 @@
-"""Skin prick step: wheal and erythema masks of the whole photograph (U-Net, models.prick).
+"""Skin prick step: wheal and erythema masks and prick-site marks of the whole photograph (U-Net).
 
 The photograph is letterboxed once to the model's input size; the two masks come back at
 full resolution (``models.prick.inference.upsample_masks``).
@@ -19,13 +19,11 @@ class SkinPrickSegmentationStep:
         self.segmenter = segmenter
 
     def process(self, case: PhotoCase) -> None:
-        from models.prick.inference import upsample_masks
-
-        labels, info = self.segmenter.predict_boxed(case.photo.pixels)
-        erythema, wheal = upsample_masks(labels, case.photo.pixels.shape[:2])
-        case.findings["prick_erythema"] = erythema  # whole reaction, wheal included
-        case.findings["prick_wheal"] = wheal
-        case.findings["prick_model_scale"] = float(info.scale)  # model pixels per photo pixel
+        pred = self.segmenter.predict_panel(case.photo.pixels)
+        case.findings["prick_erythema"] = pred.erythema  # whole reaction, wheal included
+        case.findings["prick_wheal"] = pred.wheal
+        case.findings["prick_site_marks"] = pred.site_marks_xy  # evidence for the panel grid
+        case.findings["prick_model_scale"] = pred.model_scale  # model pixels per photo pixel
 
 
 class SkinPrickSegmentationOperator(StepOperator):

@@ -172,5 +172,8 @@ def test_prick_test_corrections_fine_tune_the_prick_model(tmp_path):
     finished = execute(config, create_run(config, "skin_prick")["id"])
     assert finished["state"] == "done"
     candidate = ModelRegistry(config.models_dir).get(finished["candidate"])
-    assert candidate.app == "skin_prick" and candidate.version.startswith("0.1.0-local.")
+    from models.prick.config import load_config as load_prick_config
+
+    shipped = load_prick_config("models/weights/skin_prick_unet.yaml").version
+    assert candidate.app == "skin_prick" and candidate.version.startswith(f"{shipped}-local.")
     assert candidate.info["evaluation"]["candidate"]["held_out"]["n"] == len(ts.split("skin_prick")[1])

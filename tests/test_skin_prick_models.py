@@ -29,23 +29,41 @@ def test_generator_is_deterministic_and_varies_with_the_index():
 
 
 def test_generator_labels_sites_tones_and_sizes():
-    tones, counts = set(), set()
-    for i in range(24):
-        s = generate_sample(0, i, size=(256, 256))
+    tones, counts, ratios, wheal_only, flare_only = set(), set(), [], 0, 0
+    for i in range(40):
+        s = generate_sample(0, i, size=(256, 320))
         tones.add(s.fitzpatrick)
         counts.add(len(s.sites))
         assert set(np.unique(s.label)) <= {0, ERYTHEMA_HALO, WHEAL}
-        assert 2 <= len(s.sites) <= 8 and s.sites[0].positive  # histamine control
+        assert 2 <= len(s.sites) <= 12 and s.sites[0].positive  # histamine control
+        assert len(s.sites) <= s.rows * s.cols and 20 <= s.spacing_mm <= 35
         for site in s.sites:
-            if site.positive:
-                assert 2.0 <= site.wheal_mm <= 15.0 and 5.0 <= site.erythema_mm <= 40.0
-                assert site.wheal_mm < site.erythema_mm
-        # every wheal component is surrounded by erythema (or the image edge): no wheal touches background
-        wheal = (s.label == WHEAL).astype(np.uint8)
-        ring = cv2.dilate(wheal, np.ones((3, 3), np.uint8)).astype(bool) & ~wheal.astype(bool)
-        ring[max(0, s.covered_rows[0] - 1):s.covered_rows[1] + 1] = False  # a sleeve may cover a reaction
-        assert not (s.label[ring] == 0).any()
-    assert len(tones) >= 4 and len(counts) >= 3
+            # Measured on the drawn outlines: wheals 0-15 mm, flares up to 40 mm drawn
+            # (an irregular outline's mean diameter a little more).
+            assert 0 <= site.wheal_mm <= 17 and 0 <= site.erythema_mm <= 46
+            assert site.wheal_mm <= site.erythema_mm + 1e-9  # the whole reaction holds the wheal
+            if site.wheal_mm > 0 and site.erythema_mm > site.wheal_mm:
+                ratios.append(site.wheal_area_mm2 / site.erythema_area_mm2)
+            wheal_only += site.wheal_mm > 0 and site.erythema_mm == site.wheal_mm
+            flare_only += site.wheal_mm == 0 and site.erythema_mm > 0
+        # the site map marks the punctures (all but those beyond the arm's edge or the frame)
+        marked = [bool(s.site_mask[max(0, y - 2):y + 3, max(0, x - 2):x + 3].any())
+                  for x, y in ((int(round(v[0])), int(round(v[1]))) for v in (t.center_xy for t in s.sites))]
+        assert sum(marked) >= 0.7 * len(marked)
+    assert len(tones) >= 4 and len(counts) >= 4
+    # Real tests: the wheal is typically 4-9 % of the flare's area.
+    assert 0.04 <= float(np.median(ratios)) <= 0.10
+    assert wheal_only >= 1 and flare_only >= 1
+
+
+def test_generator_forced_reactions_extra_reactions_and_sizes_up_to_12_mp():
+    s = generate_sample(2, 3, size=(300, 400), grid=(2, 3), spacing_mm=25, oblique=False,
+                        reactions={0: (0.0, 0.0), 2: (6.0, 24.0)}, extra=[(10.0, 0.0, 4.0, 10.0)])
+    assert not s.sites[0].positive and s.sites[0].wheal_mm == 0
+    assert s.sites[2].wheal_mm == pytest.approx(6.0, rel=0.2) and s.sites[2].erythema_mm == pytest.approx(24, rel=0.2)
+    assert len(s.extra) == 1 and s.extra[0].row == -1 and s.extra[0].wheal_mm > 0
+    big = generate_sample(2, 4, size=(3000, 4000), grid=(2, 6))
+    assert big.image.shape == (3000, 4000, 3) and big.px_per_mm > 15
 
 
 def test_negative_sites_carry_no_label_and_a_photo_without_reaction_is_possible():
@@ -207,6 +225,40 @@ def test_train_writes_weights_config_and_history_that_inference_loads(tmp_path):
     assert all(v.dtype == torch.float16 for v in torch.load(weights).values() if torch.is_floating_point(v))
     erythema, wheal = seg.predict(generate_sample(0, 1, size=(90, 130)).image)
     assert erythema.shape == wheal.shape == (90, 130) and not (wheal & ~erythema).any()
+
+
+def test_sigmoid_head_trains_on_site_marks_resumes_and_predicts_a_panel(tmp_path):
+    from models.prick.data import SITE_BIT, SITE_KNOWN, SyntheticPrickDataset, decode_targets
+    from models.prick.inference import PrickSegmenter
+    from models.prick.losses import sigmoid_maps_loss
+    from models.prick.train import main as train_main
+
+    image, label = SyntheticPrickDataset(1, 0, 96, with_sites=True, scale=(0.8, 1.2)).get(0)
+    assert image.shape == (96, 96, 3) and (label & SITE_KNOWN).any() and (label & SITE_BIT).any()
+    t, known = decode_targets(torch.from_numpy(label[None]).long())
+    assert known.tolist() == [True] and t.shape == (1, 3, 96, 96)
+    assert torch.equal(t[0, 1].bool(), torch.from_numpy((label & 3) == WHEAL))
+    # A perfect prediction scores far lower than its opposite.
+    perfect = (t * 2 - 1) * 20
+    assert sigmoid_maps_loss(perfect, torch.from_numpy(label[None]).long()) < 0.05
+    assert sigmoid_maps_loss(-perfect, torch.from_numpy(label[None]).long()) > 1.0
+
+    cfg = load_config(_tiny_config(tmp_path))
+    cfg.model.head, cfg.loss.name = "sigmoid", "sigmoid_dice_bce"
+    cfg.data.synthetic_scale = (0.8, 1.2)
+    cfg.optim.epochs = 1
+    save_config(cfg, tmp_path / "sig.yaml")
+    out = tmp_path / "run"
+    assert train_main(["--config", str(tmp_path / "sig.yaml"), "--out", str(out)]) == 0
+    assert (out / "checkpoint.pt").exists()
+    assert train_main(["--config", str(tmp_path / "sig.yaml"), "--out", str(out), "--epochs", "2", "--resume"]) == 0
+    history = json.loads((out / "history.json").read_text())
+    assert history["epochs_run"] == 2 and history["iterations"] == 2  # epoch 1 was not repeated
+    seg = PrickSegmenter.load(out / "skin_prick_tiny.pt", num_threads=1)
+    assert seg.has_site_map
+    pred = seg.predict_panel(generate_sample(0, 1, size=(90, 130)).image)
+    assert pred.erythema.shape == (90, 130) and not (pred.wheal & ~pred.erythema).any()
+    assert isinstance(pred.site_marks_xy, list)
 
 
 def test_folder_dataset_training_and_evaluation_with_cross_validation(tmp_path, capsys):

@@ -2,9 +2,14 @@
 
     python -m apps.skin_prick -i IN -o OUT [-m MODELS]
 
-Pipeline: load photographs -> wheal/erythema segmentation (U-Net, whole photograph
-letterboxed to the model's input) -> reactions (one per prick site: areas, mean
-diameters, wheal/erythema ratio) -> SEG -> SR -> overlay PNG -> results.json.
+Pipeline: load photographs -> wheal/erythema/site-mark segmentation (U-Net, whole
+photograph letterboxed to the model's input) -> reactions (areas, mean diameters,
+wheal/erythema ratio) -> panel reading (when a panel applies: the grid fitted, every site
+named by its allergen, positive / negative / not readable, controls, validity, mm from
+Pixel Spacing or the panel's site spacing) -> SEG -> SR -> overlay PNG -> results.json.
+
+Panels: YAML files in $DERMPACS_PRICK_PANELS (a folder, or one file that then reads every
+photograph), else ``deploy/panels/``; chosen by Series Description / Protocol Name.
 
 A photograph without any reaction is analysed (status "analysed", result "analysed, no
 reaction found", 0 reactions) but gets no SEG and no SR: an SR needs at least one group
@@ -27,6 +32,7 @@ from operators.photo_loader import DicomPhotoLoaderOperator
 from operators.results_writer import ResultsWriterOperator
 from operators.seg_writer import SegWriterOperator
 from operators.skin_prick_measurement import SkinPrickMeasurementOperator
+from operators.skin_prick_panel import SkinPrickPanelOperator
 from operators.skin_prick_segmentation import SkinPrickSegmentationOperator
 from operators.sr_writer import SrWriterOperator
 
@@ -56,6 +62,7 @@ class SkinPrickApp(Application):
         loader = DicomPhotoLoaderOperator(self, CountCondition(self, 1), input_folder=input_folder, name="photo_loader")
         segment = SkinPrickSegmentationOperator(self, segmenter=segmenter, name="wheal_erythema_segmentation")
         measure = SkinPrickMeasurementOperator(self, name="prick_site_measurement")
+        panel = SkinPrickPanelOperator(self, name="prick_panel_reading")
         seg = SegWriterOperator(self, output_folder=output_folder, algorithm=algorithm, name="seg_writer")
         sr = SrWriterOperator(self, output_folder=output_folder, algorithm=algorithm, name="sr_writer")
         overlay = OverlayWriterOperator(self, output_folder=output_folder, name="overlay_writer")
@@ -64,7 +71,7 @@ class SkinPrickApp(Application):
             headline_key="result", headline_label="skin prick test", name="results_writer",
         )
         compare = SiteComparisonOperator(self, input_folder=input_folder, algorithm=algorithm, name="comparison")
-        pipeline = [loader, segment, measure, compare, seg, sr, overlay, self.results]
+        pipeline = [loader, segment, measure, panel, compare, seg, sr, overlay, self.results]
         runtime.chain(self, pipeline)
 
 

@@ -23,6 +23,13 @@ class UNetConfig:
     depth: int = 4  # number of 2x2 max-pools (the original U-Net: 4)
     num_classes: int = 3  # background, erythema halo, wheal
     batch_norm: bool = False  # not in the paper; helps a narrow net converge in few iterations
+    # "softmax": one 3-class decision (background / erythema halo / wheal), the paper's kind.
+    # "sigmoid": three independent maps (whole reaction, wheal, prick-site mark): the wheal
+    # is its own decision, not a runner-up to the halo, and the site map feeds the grid fit.
+    head: Literal["softmax", "sigmoid"] = "softmax"
+    # sigmoid head: probability thresholds of (reaction, wheal, site mark), chosen on
+    # validation photographs (models.prick.evaluate_arms --tune-thresholds), never on test ones.
+    thresholds: tuple[float, float, float] = (0.5, 0.5, 0.5)
 
 
 @dataclass
@@ -53,6 +60,9 @@ class DataConfig:
     input_size: int = 512  # the photograph is letterboxed to input_size x input_size
     train_crop: int = 0  # >0: train on random crops of this size (scale kept), infer at input_size
     synthetic_pool: int = 400  # synthetic samples generated once and re-augmented
+    # Synthetic photographs are drawn at input_size x U(scale) on the long side, then
+    # letterboxed to input_size (as the app does with a real photograph).
+    synthetic_scale: tuple[float, float] = (1.0, 1.0)
     val_samples: int = 40  # synthetic validation samples (another seed range)
     split: tuple[float, float, float] = (0.7, 0.1, 0.2)  # folder: train/val/test (paper 7:1:2)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -71,8 +81,11 @@ class OptimConfig:
 
 @dataclass
 class LossConfig:
-    name: Literal["dice", "dice_ce"] = "dice"  # the paper: Dice-coefficient loss
+    name: Literal["dice", "dice_ce", "sigmoid_dice_bce"] = "dice"  # the paper: Dice-coefficient loss
     ce_weight: float = 1.0  # dice_ce only
+    # sigmoid_dice_bce only, per map (reaction, wheal, site mark): BCE positive weight, Dice weight
+    pos_weight: tuple[float, float, float] = (1.0, 2.0, 5.0)
+    dice_weight: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
 
 @dataclass

@@ -25,6 +25,26 @@ from .config import AugmentConfig, DataConfig
 from .synthetic import PrickSample, generate_sample, sample_rng
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+# Encoded training label maps: bits 0-1 the class (0/1/2), bit 2 a prick-site mark, bit 7
+# set on every pixel of a sample whose truth has site marks (the generator's; user
+# folders have none, so the site map is not trained on them).
+SITE_BIT, SITE_KNOWN = 4, 128
+
+
+def encode_label(label: np.ndarray, site_mask: np.ndarray | None) -> np.ndarray:
+    """Class label map (0/1/2) plus site marks -> one uint8 map that survives warps (nearest)."""
+    out = label.astype(np.uint8) & 3
+    if site_mask is not None:
+        out = out | (site_mask.astype(bool).astype(np.uint8) * SITE_BIT) | SITE_KNOWN
+    return out
+
+
+def decode_targets(target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, H, W) encoded maps -> (N, 3, H, W) float targets (reaction, wheal, site) and (N,) site-known."""
+    cls = target & 3
+    t = torch.stack([(cls >= 1), (cls == 2), (target & SITE_BIT) > 0], 1).float()
+    known = ((target & SITE_KNOWN) > 0).flatten(1).any(1)
+    return t, known
 
 
 def to_tensor(image_rgb: np.ndarray) -> torch.Tensor:
@@ -91,17 +111,32 @@ def random_crop(image: np.ndarray, label: np.ndarray, crop: int,
 class SyntheticPrickDataset:
     """Generated samples, letterboxed to ``input_size``; a seed offset separates train/val/test."""
 
-    def __init__(self, count: int, seed: int, input_size: int, offset: int = 0) -> None:
+    def __init__(self, count: int, seed: int, input_size: int, offset: int = 0,
+                 scale: tuple[float, float] = (1.0, 1.0), with_sites: bool = False) -> None:
         self.count, self.seed, self.size, self.offset = count, seed, input_size, offset
+        self.scale, self.with_sites = tuple(scale), with_sites
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def __len__(self) -> int:
         return self.count
 
     def get(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """(letterboxed image, label map); the label is encoded (``encode_label``) with_sites."""
         if index not in self._cache:
-            s = generate_sample(self.seed, self.offset + index, size=(self.size, self.size))
-            self._cache[index] = (s.image, s.label)
+            if self.scale == (1.0, 1.0):
+                size = (self.size, self.size)
+            else:  # photograph-like aspect and size, letterboxed as the app does
+                rng = sample_rng(self.seed + 104729, self.offset + index)
+                long = int(self.size * rng.uniform(*self.scale))
+                aspect = float(rng.choice([4 / 3, 3 / 2, 16 / 9, 1.0]))
+                size = (int(long / aspect), long) if rng.random() < 0.8 else (long, int(long / aspect))
+            s = generate_sample(self.seed, self.offset + index, size=size)
+            label = encode_label(s.label, s.site_mask) if self.with_sites else s.label
+            if s.image.shape[:2] != (self.size, self.size):
+                image, label = letterbox_pair(s.image, label, self.size)
+            else:
+                image = s.image
+            self._cache[index] = (image, label)
         return self._cache[index]
 
 

@@ -11,6 +11,7 @@ photograph (uint8 linear resize + 0.5 threshold: smooth borders, cheap at 4000 p
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -29,16 +30,38 @@ WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "skin_prick_unet.pt"
 
 
-def predict_label_maps(model: torch.nn.Module, boxed: list[np.ndarray], bf16: bool = False) -> np.ndarray:
-    """Label maps (N, S, S) uint8 (0/1/2) for letterboxed uint8 RGB squares."""
+def predict_logits(model: torch.nn.Module, boxed: list[np.ndarray], bf16: bool = False) -> torch.Tensor:
     x = torch.stack([to_tensor(b) for b in boxed])
     with torch.inference_mode():
         if bf16:
             with torch.autocast("cpu", dtype=torch.bfloat16):
-                logits = model(x)
-        else:
-            logits = model(x)
-    return logits.float().argmax(1).to(torch.uint8).numpy()
+                return model(x).float()
+        return model(x).float()
+
+
+def label_maps_from_logits(model: torch.nn.Module, logits: torch.Tensor) -> np.ndarray:
+    """Label maps (N, S, S) uint8 (0/1/2). A sigmoid head decides the wheal on its own map
+    (a wheal pixel is a wheal whatever the reaction map says)."""
+    if getattr(model, "head_kind", "softmax") == "sigmoid":
+        p = logits.sigmoid()
+        t = getattr(model, "thresholds", (0.5, 0.5, 0.5))
+        out = (p[:, 0] > t[0]).to(torch.uint8)
+        out[p[:, 1] > t[1]] = WHEAL
+        return out.numpy()
+    return logits.argmax(1).to(torch.uint8).numpy()
+
+
+def predict_label_maps(model: torch.nn.Module, boxed: list[np.ndarray], bf16: bool = False) -> np.ndarray:
+    """Label maps (N, S, S) uint8 (0/1/2) for letterboxed uint8 RGB squares."""
+    return label_maps_from_logits(model, predict_logits(model, boxed, bf16))
+
+
+@dataclass
+class PrickPrediction:
+    erythema: np.ndarray  # bool (H, W), whole reaction (wheal included)
+    wheal: np.ndarray  # bool (H, W)
+    site_marks_xy: list[tuple[float, float]]  # prick-site marks found (photo pixels)
+    model_scale: float  # model pixels per photo pixel
 
 
 class PrickSegmenter:
@@ -82,6 +105,27 @@ class PrickSegmenter:
         boxed, info = letterbox(rgb, self.input_size)
         labels = predict_label_maps(self.model, [boxed], self.bf16)[0]
         return labels[info.y0:info.y0 + info.h, info.x0:info.x0 + info.w], info
+
+    @property
+    def has_site_map(self) -> bool:
+        return self.config.model.head == "sigmoid"
+
+    def predict_panel(self, rgb: np.ndarray) -> "PrickPrediction":
+        """Full-resolution masks plus the prick-site marks (photo x, y) the net saw."""
+        rgb = np.asarray(rgb)
+        boxed, info = letterbox(rgb, self.input_size)
+        logits = predict_logits(self.model, [boxed], self.bf16)
+        labels = label_maps_from_logits(self.model, logits)[0][info.y0:info.y0 + info.h, info.x0:info.x0 + info.w]
+        erythema, wheal = upsample_masks(labels, rgb.shape[:2])
+        marks: list[tuple[float, float]] = []
+        if self.has_site_map:
+            site = (logits[0, 2].sigmoid().numpy() > self.config.model.thresholds[2])[info.y0:info.y0 + info.h, info.x0:info.x0 + info.w]
+            n, _, stats, centroids = cv2.connectedComponentsWithStats(site.astype(np.uint8), connectivity=8)
+            for k in range(1, n):
+                if stats[k, cv2.CC_STAT_AREA] >= 2:
+                    x, y = centroids[k]
+                    marks.append(((x + 0.5) / info.scale - 0.5, (y + 0.5) / info.scale - 0.5))
+        return PrickPrediction(erythema, wheal, marks, float(info.scale))
 
     def predict(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Full-resolution (erythema incl. wheal, wheal) boolean masks of an RGB photograph."""

@@ -50,11 +50,18 @@ def diameters(mask: np.ndarray, spacing: tuple[float, float] | None = None) -> D
 
     ``spacing`` is (row, column) in mm per pixel (DICOM Pixel Spacing order).
     """
+    linear = np.diag([spacing[1], spacing[0]]) if spacing is not None else None
+    return diameters_linear(mask, linear)
+
+
+def diameters_linear(mask: np.ndarray, linear: np.ndarray | None = None) -> Diameters:
+    """As :func:`diameters`, the outline first mapped by a 2x2 matrix (pixel x, y -> mm):
+    a fitted panel grid's inverse, which undoes rotation, scale and an oblique view's tilt."""
     pts = _corner_points(mask)
     if len(pts) == 0:
         return Diameters(0.0, 0.0)
-    if spacing is not None:
-        pts = pts * np.array([spacing[1], spacing[0]], np.float64)
+    if linear is not None:
+        pts = pts @ np.asarray(linear, np.float64).T
     hull = cv2.convexHull(pts.astype(np.float32)).reshape(-1, 2).astype(np.float64)
     if len(hull) < 2:
         return Diameters(0.0, 0.0)
@@ -149,6 +156,22 @@ def find_reactions(erythema: np.ndarray, wheal: np.ndarray, min_area_px: int = 1
                 centroid_xy=(float(xs.mean() + x), float(ys.mean() + y)),
             ))
     return reading_order(reactions)
+
+
+def solidity(mask: np.ndarray) -> float:
+    """Area / convex hull area: ~0.9 for a flare or wheal, low for pen strokes and hairs."""
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    if not contours:
+        return 0.0
+    hull = cv2.convexHull(np.concatenate(contours))
+    return float(np.count_nonzero(mask)) / max(1.0, float(cv2.contourArea(hull)) + 0.5 * cv2.arcLength(hull, True) + 1)
+
+
+def drop_strokes(reactions: list[Reaction], min_solidity: float = 0.78) -> list[Reaction]:
+    """Drop flare-only regions shaped like pen strokes or hairs (not compact): the net
+    mistakes the numbers written beside the sites for faint erythema. Regions with a wheal
+    are kept whatever their shape (merged flares, pseudopods)."""
+    return [r for r in reactions if r.wheal_pixels or solidity(r.erythema) >= min_solidity]
 
 
 def reading_order(reactions: list[Reaction]) -> list[Reaction]:

@@ -48,8 +48,11 @@ def datasets_for(cfg: PrickConfig, folder: str | None = None, train_names: list[
             train_names, val_names, _ = split_names(list_folder_dataset(folder), cfg.data.split, cfg.seed)
         val_names = val_names or train_names[:1]
         return FolderPrickDataset(folder, train_names, size), FolderPrickDataset(folder, val_names, size)
-    return (SyntheticPrickDataset(cfg.data.synthetic_pool, cfg.seed, size),
-            SyntheticPrickDataset(cfg.data.val_samples, cfg.seed, size, offset=VAL_OFFSET))
+    sites = cfg.model.head == "sigmoid"
+    return (SyntheticPrickDataset(cfg.data.synthetic_pool, cfg.seed, size, scale=cfg.data.synthetic_scale,
+                                  with_sites=sites),
+            SyntheticPrickDataset(cfg.data.val_samples, cfg.seed, size, offset=VAL_OFFSET,
+                                  scale=cfg.data.synthetic_scale, with_sites=sites))
 
 
 def validation_scores(model: torch.nn.Module, dataset, batch: int = 4) -> dict[str, float]:
@@ -60,6 +63,7 @@ def validation_scores(model: torch.nn.Module, dataset, batch: int = 4) -> dict[s
         items = [dataset.get(i) for i in range(start, min(len(dataset), start + batch))]
         preds = predict_label_maps(model, [im for im, _ in items])
         for pred, (_, truth) in zip(preds, items):
+            truth = truth & 3  # class bits of an encoded label map
             for name, sel in (("erythema", lambda a: a >= ERYTHEMA_HALO), ("wheal", lambda a: a == WHEAL)):
                 c = confusion(sel(pred), sel(truth))
                 conf[name] = c if conf[name] is None else conf[name] + c
@@ -69,7 +73,7 @@ def validation_scores(model: torch.nn.Module, dataset, batch: int = 4) -> dict[s
 
 
 def train(cfg: PrickConfig, out: str | Path, folder: str | None = None, train_names: list[str] | None = None,
-          val_names: list[str] | None = None, log: Callable[[str], None] = print) -> dict:
+          val_names: list[str] | None = None, log: Callable[[str], None] = print, resume: bool = False) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
@@ -90,13 +94,26 @@ def train(cfg: PrickConfig, out: str | Path, folder: str | None = None, train_na
     started = time.perf_counter()
     step = 0
     stop_reason = "epochs done"
-    for epoch in range(1, cfg.optim.epochs + 1):
+    first_epoch, spent = 1, 0.0
+    checkpoint = out / "checkpoint.pt"
+    if resume and checkpoint.exists():  # continue where an interrupted run stopped
+        ck = torch.load(checkpoint, weights_only=False)
+        model.load_state_dict(ck["model"])
+        optimiser.load_state_dict(ck["optimiser"])
+        rng.bit_generator.state = ck["rng"]
+        best, best_state, best_epoch, stale = ck["best"], ck["best_state"], ck["best_epoch"], ck["stale"]
+        history, step, spent = ck["history"], ck["step"], ck["elapsed_s"]
+        first_epoch = len(history) + 1
+        log(f"resumed from {checkpoint} at epoch {first_epoch} (step {step})")
+    started -= spent
+    for epoch in range(first_epoch, cfg.optim.epochs + 1):
         model.train()
         losses = []
         for _ in range(per_epoch):
             idx = rng.integers(0, len(train_set), bs)
             x, y = training_batch(train_set, idx, cfg.data, cfg.seed, step)
-            loss = segmentation_loss(cfg.loss.name, model(x), y, cfg.loss.ce_weight)
+            loss = segmentation_loss(cfg.loss.name, model(x), y, cfg.loss.ce_weight,
+                                     cfg.loss.pos_weight, cfg.loss.dice_weight)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -113,6 +130,9 @@ def train(cfg: PrickConfig, out: str | Path, folder: str | None = None, train_na
             best_state = copy.deepcopy(model.state_dict())
         else:
             stale += 1
+        torch.save({"model": model.state_dict(), "optimiser": optimiser.state_dict(), "rng": rng.bit_generator.state,
+                    "best": best, "best_state": best_state, "best_epoch": best_epoch, "stale": stale,
+                    "history": history, "step": step, "elapsed_s": elapsed}, checkpoint)
         if stale >= cfg.optim.early_stopping_patience:
             stop_reason = f"early stopping (no improvement for {stale} epochs)"
             break
@@ -145,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-minutes", type=float)
     p.add_argument("--lr", type=float)
     p.add_argument("--init-weights", help="start from these weights (e.g. the shipped ones) instead of random")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt (saved every epoch)")
     args = p.parse_args(argv)
     cfg = load_config(args.config)
     if args.init_weights:
@@ -158,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
                         ("batch_size", args.batch_size), ("max_minutes", args.max_minutes), ("lr", args.lr)):
         if value is not None:
             setattr(cfg.optim, attr, value)
-    train(cfg, args.out, log=lambda line: print(line, flush=True))
+    train(cfg, args.out, log=lambda line: print(line, flush=True), resume=args.resume)
     return 0
 
 

@@ -61,4 +61,7 @@ class UNet(nn.Module):
 
 
 def build_unet(cfg: UNetConfig) -> UNet:
-    return UNet(3, cfg.num_classes, cfg.base_width, cfg.depth, cfg.batch_norm)
+    net = UNet(3, cfg.num_classes, cfg.base_width, cfg.depth, cfg.batch_norm)
+    net.head_kind = cfg.head  # how predict_label_maps reads the logits
+    net.thresholds = tuple(cfg.thresholds)
+    return net

@@ -131,6 +131,19 @@ def prick_photo(folder: Path, seed: int = 5) -> Path:
     return write_dataset(ds, folder / "prick.dcm")
 
 
+def prick_panel_photo(folder: Path, seed: int = 21) -> Path:
+    """A 2 x 6 inhalant panel (deploy/panels/standard-inhalant.yaml, chosen by its Series
+    Description), 1024x768, uncalibrated: one SR group per site plus the test's group."""
+    from dicom.encode import DEMO_PATIENT, photograph_dataset, write_dataset
+    from models.prick.synthetic import generate_sample
+
+    sample = generate_sample(seed, 11, size=(768, 1024), grid=(2, 6), spacing_mm=25.0, oblique=False, fitzpatrick=2)
+    ds = photograph_dataset(sample.image, patient=DEMO_PATIENT, series_description="Skin prick test - inhalant panel",
+                            body_part="SKIN")
+    folder.mkdir(parents=True, exist_ok=True)
+    return write_dataset(ds, folder / "prick_panel.dcm")
+
+
 def closeup_photo(folder: Path, seed: int = 9) -> Path:
     """A synthetic vitiligo close-up (models.lesion.synthetic), 512x512, as a VL photograph."""
     from dicom.encode import DEMO_PATIENT, photograph_dataset, write_dataset
@@ -180,6 +193,13 @@ APPS: tuple[AppCase, ...] = (
         # outline's right edge + 25 px and never keeps it on screen. e2e_ohif.judge checks that
         # such a line is placed exactly by that rule and lists it as a warning (and in
         # clipped-by-ohif.txt); every other line must be on screen.
+    ),
+    AppCase(
+        name="skin_prick_panel",
+        module="apps.skin_prick",
+        make_input=prick_panel_photo,
+        measurement_label="Wheal mean diameter",
+        weights="models/weights/skin_prick_unet.pt",
     ),
     AppCase(
         name="vitiligo_lesion",

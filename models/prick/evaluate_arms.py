@@ -1,0 +1,213 @@
+"""Held-out evaluation on fresh synthetic panel photographs, the way the app reads them.
+
+    python -m models.prick.evaluate_arms --weights models/weights/skin_prick_unet.pt --count 24 --out runs/arms_eval
+
+Photographs 512x384, 1024x768, 2048x1536 and 4000x3000 in turn (seed 9013, never used in
+training), 2 x 6 panels at 25 mm, about a third oblique. Each goes through the app's path
+(``PrickSegmenter.predict_panel`` -> ``find_reactions`` -> ``drop_strokes`` -> ``read_panel``; Pixel Spacing
+given for frontal views, the panel grid calibrates oblique ones). Reports:
+
+- Dice per class (whole reaction incl. wheal; wheal), pooled and mean per image;
+- reactions found: truth sites with a reaction that the reading matched to a reaction;
+  false reactions: truth-negative sites given one;
+- total wheal and erythema area per photograph vs the truth (relative error; the Bar is 15 %);
+- wheal and flare mean diameter per site vs the truth (mm): mean absolute error and
+  Bland-Altman (the paper's figure), written to OUT/bland_altman.png, numbers to OUT/metrics.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from models.metrics import confusion, dice
+
+from .measure import bland_altman, drop_strokes, find_reactions
+from .panel import LayoutConfig, PanelConfig, PanelSiteConfig, read_panel
+from .synthetic import generate_sample
+
+SIZES = [(384, 512), (768, 1024), (1536, 2048), (3000, 4000)]
+SEED = 9013
+VAL_SEED = 7031  # threshold tuning (validation); never the test seed
+
+
+def kept_masks(reactions, shape) -> tuple[np.ndarray, np.ndarray]:
+    """The union of the kept reactions (speckle and pen strokes removed), as the app's SEG."""
+    ery, wh = np.zeros(shape, bool), np.zeros(shape, bool)
+    for r in reactions:
+        x0, y0, x1, y1 = r.bbox
+        ery[y0:y1, x0:x1] |= r.erythema
+        wh[y0:y1, x0:x1] |= r.wheal
+    return ery, wh
+
+
+def eval_panel(spacing_mm: float = 25.0) -> PanelConfig:
+    sites = [PanelSiteConfig("Histamine", "positive_control"), PanelSiteConfig("Saline", "negative_control")]
+    sites += [PanelSiteConfig(f"Allergen {i}") for i in range(1, 11)]
+    return PanelConfig("evaluation 2x6", sites, spacing_mm=spacing_mm, layout=LayoutConfig(2, 6))
+
+
+def evaluate(segmenter, count: int, seed: int = SEED, min_reaction_model_px: int = 12, log=print) -> dict:
+    panel = eval_panel()
+    conf = {"erythema": None, "wheal": None}
+    per_image = []
+    diam = {"wheal": [], "flare": []}
+    found = missed = false_pos = 0
+    missed_sizes = []
+    for i in range(count):
+        size = SIZES[i % len(SIZES)]
+        s = generate_sample(seed, i, size=size, grid=(2, 6), spacing_mm=25.0)
+        t0 = time.perf_counter()
+        pred = segmenter.predict_panel(s.image)
+        scale = pred.model_scale
+        min_px = max(1, int(round(min_reaction_model_px / (scale * scale))))
+        reactions = drop_strokes(find_reactions(pred.erythema, pred.wheal, min_area_px=min_px))
+        pred.erythema, pred.wheal = kept_masks(reactions, s.label.shape)  # what the SEG holds
+        spacing = None if s.oblique else (1 / s.px_per_mm, 1 / s.px_per_mm)
+        reading = read_panel(panel, reactions, pred.site_marks_xy, s.label.shape, spacing)
+        seconds = time.perf_counter() - t0
+        truth_ery, truth_wh = s.label >= 1, s.label == 2
+        for name, p, t in (("erythema", pred.erythema, truth_ery), ("wheal", pred.wheal, truth_wh)):
+            c = confusion(p, t)
+            conf[name] = c if conf[name] is None else conf[name] + c
+        rec = {"index": i, "size": list(size), "fitzpatrick": s.fitzpatrick, "oblique": s.oblique,
+               "calibration": reading.calibration, "seconds": round(seconds, 2),
+               "dice_erythema": dice(confusion(pred.erythema, truth_ery)),
+               "dice_wheal": dice(confusion(pred.wheal, truth_wh))}
+        for name, p, t in (("erythema", pred.erythema, truth_ery), ("wheal", pred.wheal, truth_wh)):
+            tn, pn = int(t.sum()), int(p.sum())
+            rec[f"{name}_area_rel_error"] = (pn - tn) / tn if tn else None
+        for truth, got in zip(s.sites, reading.sites):
+            reacts = truth.wheal_mm > 0 or truth.erythema_mm > 0
+            if reacts and got.reaction is not None:
+                found += 1
+            elif reacts:
+                missed += 1
+                missed_sizes.append([round(truth.wheal_mm, 1), round(truth.erythema_mm, 1)])
+            elif got.reaction is not None:
+                false_pos += 1
+            if got.wheal_mm is not None:
+                diam["wheal"].append((got.wheal_mm, truth.wheal_mm))
+                diam["flare"].append((got.flare_mm, truth.erythema_mm))
+        per_image.append(rec)
+        log(f"{i}: {size[1]}x{size[0]} type {s.fitzpatrick}{' oblique' if s.oblique else ''} "
+            f"dice ery {rec['dice_erythema']:.3f} wheal {rec['dice_wheal']:.3f} "
+            f"area err ery {rec['erythema_area_rel_error']} wheal {rec['wheal_area_rel_error']} ({seconds:.1f} s)")
+    out = {"images": count, "seed": seed, "weights": str(getattr(segmenter, "weights_path", "")),
+           "pooled_dice": {k: 100 * dice(v) for k, v in conf.items()},
+           "mean_dice": {k: 100 * float(np.mean([r[f"dice_{k}"] for r in per_image])) for k in conf},
+           "reactions": {"truth": found + missed, "found": found, "missed": missed, "false": false_pos,
+                         "missed_sizes_wheal_flare_mm": missed_sizes},
+           "area_rel_error": {}, "diameter_mm": {}, "bland_altman": {}, "per_image": per_image}
+    for k in ("erythema", "wheal"):
+        errs = [abs(r[f"{k}_area_rel_error"]) for r in per_image if r[f"{k}_area_rel_error"] is not None]
+        out["area_rel_error"][k] = {"median": float(np.median(errs)), "max": float(np.max(errs)),
+                                    "within_15_percent": int(sum(e <= 0.15 for e in errs)), "n": len(errs)}
+    for k, pairs in diam.items():
+        p, t = np.array(pairs, np.float64).T
+        out["diameter_mm"][k] = {"mae": float(np.mean(np.abs(p - t))), "n": len(p),
+                                 "mae_reacting": float(np.mean(np.abs(p - t)[t > 0])) if (t > 0).any() else 0.0}
+        out["bland_altman"][k] = {**bland_altman(p, t), "predicted": p.tolist(), "reference": t.tolist()}
+    return out
+
+
+def tune_thresholds(segmenter, count: int, seed: int = VAL_SEED, log=print) -> tuple[float, float]:
+    """Reaction and wheal thresholds that make total areas unbiased on validation panels.
+
+    Validation photographs (``VAL_SEED``, not the test seed) are run once; for each
+    candidate threshold the median relative error of the total area (at the model's
+    resolution, truth letterboxed the same way) is computed, and the threshold with the
+    smallest mean absolute relative error is kept.
+    """
+    import torch
+
+    from models.data import letterbox
+
+    from .data import letterbox_pair, to_tensor
+
+    grid = np.round(np.arange(0.2, 0.81, 0.05), 2)
+    errs = {0: {t: [] for t in grid}, 1: {t: [] for t in grid}}
+    for i in range(count):
+        s = generate_sample(seed, i, size=SIZES[i % len(SIZES)], grid=(2, 6), spacing_mm=25.0)
+        boxed, info = letterbox(s.image, segmenter.input_size)
+        _, label = letterbox_pair(s.image, s.label, segmenter.input_size)
+        with torch.inference_mode():
+            prob = segmenter.model(to_tensor(boxed)[None]).float().sigmoid()[0].numpy()
+        for ch, truth in ((0, label >= 1), (1, label == 2)):
+            n = np.count_nonzero(truth)
+            if n:
+                for t in grid:
+                    errs[ch][t].append((np.count_nonzero(prob[ch] > t) - n) / n)
+        log(f"threshold tuning: photograph {i + 1}/{count}")
+    best = []
+    for ch in (0, 1):
+        scores = {t: float(np.mean(np.abs(v))) for t, v in errs[ch].items()}
+        t = min(scores, key=scores.get)
+        log(f"{('reaction', 'wheal')[ch]}: threshold {t} (mean |area error| {scores[t]:.3f}; at 0.5: {scores[0.5]:.3f})")
+        best.append(float(t))
+    return best[0], best[1]
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
+    for ax, name in zip(axes, ("wheal", "flare")):
+        ba = result["bland_altman"][name]
+        p, r = np.array(ba["predicted"]), np.array(ba["reference"])
+        ax.scatter((p + r) / 2, p - r, s=12, alpha=0.6)
+        for y, style, text in ((ba["mean_difference"], "-", "mean"), (ba["loa_upper"], "--", "+1.96 SD"),
+                               (ba["loa_lower"], "--", "-1.96 SD")):
+            ax.axhline(y, color="tab:red", linestyle=style, linewidth=1)
+            ax.annotate(f"{text}: {y:.2f}", xy=(1, y), xycoords=("axes fraction", "data"), ha="right",
+                        va="bottom", fontsize=8, color="tab:red")
+        ax.set_xlabel(f"mean of predicted and true {name} mean diameter (mm)")
+        ax.set_ylabel("predicted - true (mm)")
+        ax.set_title(f"{name}: n = {ba['n']} sites")
+    fig.suptitle(f"Bland-Altman per site, {result['images']} held-out synthetic panels ({Path(result['weights']).name})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m models.prick.evaluate_arms", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", required=True)
+    p.add_argument("--count", type=int, default=24)
+    p.add_argument("--seed", type=int, default=SEED)
+    p.add_argument("--out", required=True)
+    p.add_argument("--tune-thresholds", type=int, default=0, metavar="N",
+                   help="first choose the reaction/wheal thresholds on N validation panels (seed 7031) "
+                        "and write them into the weights' YAML")
+    args = p.parse_args(argv)
+    from .config import save_config
+    from .inference import PrickSegmenter
+
+    seg = PrickSegmenter.load(args.weights)
+    if args.tune_thresholds:
+        reaction_t, wheal_t = tune_thresholds(seg, args.tune_thresholds, log=lambda line: print(line, flush=True))
+        seg.config.model.thresholds = (reaction_t, wheal_t, seg.config.model.thresholds[2])
+        save_config(seg.config, Path(args.weights).with_suffix(".yaml"))
+        seg = PrickSegmenter.load(args.weights)
+    result = evaluate(seg, args.count, args.seed, log=lambda line: print(line, flush=True))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(result, indent=1))
+    plot(result, out / "bland_altman.png")
+    summary = {k: result[k] for k in ("pooled_dice", "mean_dice", "reactions", "area_rel_error", "diameter_mm")}
+    for k in ("wheal", "flare"):
+        summary[f"bland_altman_{k}"] = {m: round(v, 3) for m, v in result["bland_altman"][k].items()
+                                        if m in ("mean_difference", "loa_lower", "loa_upper", "n")}
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

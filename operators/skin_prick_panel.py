@@ -1,0 +1,208 @@
+"""Skin prick step: read the photograph as a panel (every site, controls, mm, validity).
+
+Runs after the per-reaction measurement. When a panel applies to the photograph (chosen
+from its Series Description / Protocol Name, or the one configured for the app), the
+per-reaction SR groups are replaced by one group per panel site named by its allergen,
+one per reaction outside the grid, and one for the test (validity, controls, scale and
+how it was obtained). Without a panel the per-reaction reading stays as it is.
+Each group stays within OHIF's five visible lines (DESIGN.md) even when the longitudinal
+step adds "at previous visit" and "change" lines to it: a site has at most three (wheal,
+flare, result; the wheal minus the saline's is in results.json), the test three (valid,
+scale, its uncertainty; the control wheals are in their sites' groups). OHIF also prints a
+finding site as a line, so these groups carry none (the SEG's segments name the skin).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+from monai.deploy.core import Fragment
+from pydicom.sr.coding import Code
+
+from dicom import codes
+from dicom.sr import NumericMeasurement, QualitativeFinding
+
+from .base import StepOperator
+from .cases import MeasurementGroupResult, PhotoCase
+
+log = logging.getLogger("dermpacs")
+DEFAULT_PANELS = Path(__file__).resolve().parents[1] / "deploy" / "panels"
+# Median skin luminance (0-255) below which erythema is hard to see (skin types V-VI).
+LOW_CONTRAST_LUMINANCE = 105.0
+
+
+def configured_panels():
+    """Panels from $DERMPACS_PRICK_PANELS (a YAML file or a folder), else deploy/panels/."""
+    from models.prick.panel import load_panel, load_panels
+
+    where = os.environ.get("DERMPACS_PRICK_PANELS")
+    path = Path(where) if where else DEFAULT_PANELS
+    if path.is_file():
+        panel = load_panel(path)
+        panel.match.default = True  # one configured panel reads every photograph of the app
+        return [panel]
+    return load_panels(path) if path.is_dir() else []
+
+
+def _circle(xy: tuple[float, float], radius: float, n: int = 24) -> np.ndarray:
+    t = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    return np.column_stack([xy[0] + radius * np.cos(t), xy[1] + radius * np.sin(t)])
+
+
+def _site_code(site) -> Code | None:
+    return Code(site.code.value, site.code.scheme, site.code.meaning) if site.code else None
+
+
+class SkinPrickPanelStep:
+    step_name = "skin prick panel reading"
+
+    def __init__(self, panels: list | None = None) -> None:
+        self.panels = configured_panels() if panels is None else panels
+
+    def process(self, case: PhotoCase) -> None:
+        from models.prick.panel import choose_panel, read_panel
+
+        ds = case.photo.dataset
+        case.summary["low_contrast"] = self._low_contrast(case)
+        panel = choose_panel(self.panels, str(getattr(ds, "SeriesDescription", "") or ""),
+                             str(getattr(ds, "ProtocolName", "") or ""))
+        if panel is None:
+            return
+        reactions = case.findings.get("prick_reactions", [])
+        marks = case.findings.get("prick_site_marks", [])
+        shape = case.photo.pixels.shape[:2]
+        reading = read_panel(panel, reactions, marks, shape, case.photo.pixel_spacing_mm)
+        case.findings["prick_panel_reading"] = reading
+        reactions = reading.reactions  # merged flares split between their sites
+        mm = reading.calibration != "none"
+        length = codes.MILLIMETER if mm else codes.PIXEL_LENGTH
+        px_per_mm = reading.fit.px_per_mm if reading.fit is not None else (1 / reading.mm_per_px if mm else 1.0)
+        groups: list[MeasurementGroupResult] = []
+        sites_out = []
+        for s in reading.sites:
+            r = reactions[s.reaction] if s.reaction is not None else None
+            wheal = s.wheal_mm if mm else s.wheal_px
+            flare = s.flare_mm if mm else s.flare_px
+            record = {"site": s.index + 1, "name": s.site.name, "role": s.site.role,
+                      "code": None if s.site.code is None else f"{s.site.code.scheme}:{s.site.code.value}",
+                      "xy": [round(s.xy[0], 1), round(s.xy[1], 1)],
+                      "reaction": s.reaction is not None,
+                      "wheal_mean_diameter": None if wheal is None else round(wheal, 2),
+                      "flare_mean_diameter": None if flare is None else round(flare, 2),
+                      "wheal_minus_negative_control": None if wheal is None or not mm
+                      or reading.negative_control_wheal_mm is None
+                      else round(wheal - reading.negative_control_wheal_mm, 2),
+                      "result": s.result, "reason": s.reason}
+            sites_out.append(record)
+            x, y = s.xy
+            if not (0 <= x < shape[1] and 0 <= y < shape[0]):
+                continue  # no outline to draw: reported in results.json only
+            outline = r.outline_xy() if r is not None else _circle(s.xy, max(3.0, 2.0 * px_per_mm))
+            measurements = []
+            if wheal is not None:
+                measurements += [NumericMeasurement(codes.WHEAL_MEAN_DIAMETER, wheal, length),
+                                 NumericMeasurement(codes.ERYTHEMA_MEAN_DIAMETER, flare, length)]
+            if s.result != "not readable":
+                measurements.append(NumericMeasurement(codes.PRICK_SITE_RESULT,
+                                                       1 if s.result == "positive" else 0, codes.RESULT_UNIT))
+            qualitative = [QualitativeFinding(codes.PRICK_SITE_RESULT, {
+                "positive": codes.POSITIVE, "negative": codes.NEGATIVE}.get(s.result, codes.NOT_READABLE))]
+            if _site_code(s.site) is not None:
+                qualitative.append(QualitativeFinding(codes.ALLERGEN, _site_code(s.site)))
+            groups.append(MeasurementGroupResult(
+                outline_xy=outline, tracking_label=f"{s.index + 1} {s.site.name}"[:64],
+                finding=codes.WHEAL, finding_site=None, measurements=measurements, qualitative=qualitative))
+        unmatched_out = []
+        for n, k in enumerate(reading.unmatched_reactions, start=1):
+            r = reactions[k]
+            d = self._diameters(r, reading, mm)
+            unmatched_out.append({"centroid_xy": [round(v, 1) for v in r.centroid_xy],
+                                  "wheal_mean_diameter": round(d[0], 2), "flare_mean_diameter": round(d[1], 2)})
+            groups.append(MeasurementGroupResult(
+                outline_xy=r.outline_xy(), tracking_label=f"Reaction outside the panel grid {n}",
+                finding=codes.WHEAL if r.wheal_pixels else codes.ERYTHEMA_FINDING, finding_site=codes.SKIN,
+                measurements=[NumericMeasurement(codes.WHEAL_MEAN_DIAMETER, d[0], length),
+                              NumericMeasurement(codes.ERYTHEMA_MEAN_DIAMETER, d[1], length)]))
+        groups.append(self._test_group(reading, shape, px_per_mm, length))
+        case.groups = groups
+        verdict = {True: "valid", False: "INVALID", None: "validity not decidable"}[reading.valid]
+        positives = [s.site.name for s in reading.sites if s.site.role == "allergen" and s.result == "positive"]
+        case.summary.update({
+            "result": f"panel {panel.name}: test {verdict}; positive: {', '.join(positives) or 'none'}",
+            "panel": panel.name,
+            "valid": reading.valid,
+            "validity": "; ".join(reading.validity_reasons),
+            "calibration": reading.calibration,
+            "mm_per_pixel": None if reading.mm_per_px is None else round(reading.mm_per_px, 5),
+            "scale_uncertainty_percent": None if reading.scale_uncertainty is None
+            else round(100 * reading.scale_uncertainty, 2),
+            "panel_length_unit": length.value,
+            "panel_sites": sites_out,
+            "unmatched_reactions": unmatched_out,
+        })
+        # "sites" (per reaction) stays last for the overlay (it prints the first keys).
+        case.summary["sites"] = case.summary.pop("sites", [])
+
+    @staticmethod
+    def _diameters(r, reading, mm: bool) -> tuple[float, float]:
+        from models.prick.measure import diameters, diameters_linear
+
+        if not mm:
+            return diameters(r.wheal).mean, diameters(r.erythema).mean
+        if reading.calibration == "pixel_spacing":
+            to_mm = np.eye(2) * reading.mm_per_px
+        else:
+            to_mm = reading.fit.px_to_mm()
+        return diameters_linear(r.wheal, to_mm).mean, diameters_linear(r.erythema, to_mm).mean
+
+    @staticmethod
+    def _test_group(reading, shape, px_per_mm: float, length: Code) -> MeasurementGroupResult:
+        """The test as a whole: validity, controls, the scale and how it was obtained."""
+        h, w = shape
+        if reading.fit is not None:
+            pts = np.array([s.xy for s in reading.sites])
+            c = pts.mean(0)
+            half = reading.panel.spacing_mm * px_per_mm * 0.5
+            lo, hi = pts.min(0) - half, pts.max(0) + half
+            lo, hi = np.maximum(lo, 0), np.minimum(hi, [w, h])
+            if (hi - lo).min() < 3:
+                lo, hi = c - 2, c + 2
+            outline = np.array([[lo[0], lo[1]], [hi[0], lo[1]], [hi[0], hi[1]], [lo[0], hi[1]]])
+        else:
+            outline = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float64)
+        ms = []
+        if reading.valid is not None:
+            ms.append(NumericMeasurement(codes.PRICK_TEST_VALID, 1 if reading.valid else 0, codes.RESULT_UNIT))
+        if reading.calibration == "pixel_spacing":
+            ms.append(NumericMeasurement(codes.SCALE_FROM_PIXEL_SPACING, reading.mm_per_px, codes.MM_PER_PIXEL))
+        elif reading.calibration == "panel_grid":
+            ms.append(NumericMeasurement(codes.SCALE_FROM_PANEL_GRID, reading.mm_per_px, codes.MM_PER_PIXEL))
+            ms.append(NumericMeasurement(codes.SCALE_UNCERTAINTY, 100 * reading.scale_uncertainty, codes.PERCENT))
+        if not ms:  # nothing decided and no scale: say how many sites were read
+            ms.append(NumericMeasurement(codes.PRICK_SITES_READ, sum(s.result != "not readable" for s in reading.sites),
+                                         codes.SITES_UNIT))
+        validity = {True: codes.POSITIVE, False: codes.NEGATIVE, None: codes.NOT_READABLE}[reading.valid]
+        return MeasurementGroupResult(
+            outline_xy=outline, tracking_label=f"Skin prick test: {reading.panel.name}"[:64],
+            finding=codes.WHEAL, finding_site=None, measurements=ms,
+            qualitative=[QualitativeFinding(codes.PRICK_TEST_VALID, validity)])
+
+    @staticmethod
+    def _low_contrast(case: PhotoCase) -> bool:
+        """Dark skin (types V-VI): erythema is hard to see, flares may be under-read."""
+        rgb = case.photo.pixels
+        step = max(1, max(rgb.shape[:2]) // 256)
+        small = rgb[::step, ::step].astype(np.float32)
+        ery = case.findings.get("prick_erythema")
+        lum = small @ np.array([0.299, 0.587, 0.114], np.float32)
+        if ery is not None:
+            lum = lum[~ery[::step, ::step]]
+        return bool(np.median(lum) < LOW_CONTRAST_LUMINANCE) if lum.size else False
+
+
+class SkinPrickPanelOperator(StepOperator):
+    def __init__(self, fragment: Fragment, *args, panels: list | None = None, **kwargs) -> None:
+        super().__init__(fragment, *args, step=SkinPrickPanelStep(panels), **kwargs)

@@ -1,0 +1,46 @@
+"""Issue 13's Bar with the shipped weights: on fresh synthetic arms with exact truth, every
+reaction is found and the total wheal and erythema areas are within 15 %.
+
+Fresh = a seed used neither in training (13) nor in the model card's evaluation (9013).
+Photographs 1024x768 and 2048x1536, frontal, skin types I-IV (the card states that flares
+on types V-VI are under-read), reactions as the generator draws them. The thresholds are
+the Bar's; the spread they leave was measured on 24 held-out photographs (model card).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.prick.evaluate_arms import eval_panel, kept_masks
+from models.prick.inference import PrickSegmenter
+from models.prick.measure import drop_strokes, find_reactions
+from models.prick.panel import read_panel
+from models.prick.synthetic import generate_sample
+
+SEED = 4242
+
+
+@pytest.fixture(scope="module")
+def segmenter():
+    return PrickSegmenter.load()
+
+
+@pytest.mark.xfail(strict=True, reason="issue 13's Bar is not met by skin_prick_unet 0.2.0 (model card: 183/188 "
+                   "reactions found, areas within 15 % on 17 and 11 of 24 held-out panels)")
+@pytest.mark.parametrize("index,size", [(0, (768, 1024)), (1, (1536, 2048)), (2, (768, 1024)), (3, (1536, 2048))])
+def test_every_reaction_found_and_total_areas_within_15_percent(segmenter, index, size):
+    s = generate_sample(SEED, index, size=size, grid=(2, 6), spacing_mm=25.0, oblique=False,
+                        fitzpatrick=1 + index % 4)
+    pred = segmenter.predict_panel(s.image)
+    min_px = max(1, int(round(12 / pred.model_scale**2)))
+    reactions = drop_strokes(find_reactions(pred.erythema, pred.wheal, min_area_px=min_px))
+    erythema, wheal = kept_masks(reactions, s.label.shape)  # what the app's SEG holds
+    spacing = (1 / s.px_per_mm, 1 / s.px_per_mm)
+    reading = read_panel(eval_panel(), reactions, pred.site_marks_xy, s.label.shape, spacing)
+    missed = [(t.label, round(t.wheal_mm, 1), round(t.erythema_mm, 1)) for t, g in zip(s.sites, reading.sites)
+              if (t.wheal_mm > 0 or t.erythema_mm > 0) and g.reaction is None]
+    assert not missed
+    for name, p, t in (("erythema", erythema, s.label >= 1), ("wheal", wheal, s.label == 2)):
+        rel = (np.count_nonzero(p) - np.count_nonzero(t)) / np.count_nonzero(t)
+        assert abs(rel) <= 0.15, (name, rel)
