@@ -18,6 +18,7 @@ from pydicom.uid import JPEGBaseline8Bit, generate_uid
 
 from dicom.encode import DEMO_PATIENT, photograph_dataset, write_dataset
 from models.face import FaceSkinMasker
+from models.face_refine import FaceSkinRefiner
 from models.metrics import f_vitiligo
 from models.synthetic import paint_depigmentation
 
@@ -64,17 +65,28 @@ def turn(image: np.ndarray, view: str, strength: float = 0.16) -> np.ndarray:
 
 
 def paint_face(
-    rgb: np.ndarray, masker: FaceSkinMasker, rng: np.random.Generator, **paint_kwargs
+    rgb: np.ndarray, masker: FaceSkinMasker, rng: np.random.Generator, refiner: FaceSkinRefiner | None = None,
+    **paint_kwargs,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Paint patches inside the face skin (working in the face ROI only); returns image, lesion, skin."""
+    """Paint patches inside the face skin (working in the face ROI only); returns image, lesion, skin.
+
+    With ``refiner``, the skin is the one the app measures: the oval minus the hair fringe and
+    background along its edge. Vitiligo is painted on skin only, never on hair, and the truth's
+    denominator is that skin.
+    """
     face = masker.mask(rgb)
     x0, y0, x1, y1 = face.roi
-    painted_roi, lesion_roi = paint_depigmentation(rgb[y0:y1, x0:x1], face.skin_mask[y0:y1, x0:x1], rng, **paint_kwargs)
+    skin_roi = face.skin_mask[y0:y1, x0:x1]
+    if refiner is not None:
+        skin_roi = refiner.refine(rgb[y0:y1, x0:x1], skin_roi).skin_mask
+    painted_roi, lesion_roi = paint_depigmentation(rgb[y0:y1, x0:x1], skin_roi, rng, **paint_kwargs)
     painted = rgb.copy()
     painted[y0:y1, x0:x1] = painted_roi
     lesion = np.zeros(face.skin_mask.shape, dtype=bool)
-    lesion[y0:y1, x0:x1] = lesion_roi & face.skin_mask[y0:y1, x0:x1]
-    return painted, lesion, face.skin_mask
+    lesion[y0:y1, x0:x1] = lesion_roi & skin_roi
+    skin = np.zeros(face.skin_mask.shape, dtype=bool)
+    skin[y0:y1, x0:x1] = skin_roi
+    return painted, lesion, skin
 
 
 def make_demo_study(
@@ -93,12 +105,13 @@ def make_demo_study(
     """
     folder.mkdir(parents=True, exist_ok=True)
     masker = masker or FaceSkinMasker()
+    refiner = FaceSkinRefiner()  # the app refines the oval's edge by default (refine_face_edge)
     rng = np.random.default_rng(seed)
     portrait = astronaut_portrait(*size, seed=seed)
     study_uid, series_uid = generate_uid(), generate_uid()
     photographs = []
     for number, view in enumerate(views, start=1):
-        painted, lesion, skin = paint_face(turn(portrait, view), masker, rng, **(paint or {}))
+        painted, lesion, skin = paint_face(turn(portrait, view), masker, rng, refiner, **(paint or {}))
         ds = photograph_dataset(
             painted,
             transfer_syntax=transfer_syntax,
