@@ -133,7 +133,9 @@ def run_networked(out: Path, visits, timeout_s: float = 600) -> int:
                     return 1
                 print(f"    results stored at the PACS {time.perf_counter() - started:.1f} s after the first C-STORE")
                 _print_visit(visit, groups, baseline_truth)
-                analysed += len(groups)
+                # a follow-up view has more than one group (since baseline, change map): count photographs
+                analysed += len({g["referenced_sop_instance_uid"] for g in groups}
+                                & {p.sop_instance_uid for p in visit.photographs})
                 baseline_truth = baseline_truth or visit.truth()
         finally:
             service.send_signal(signal.SIGTERM)
