@@ -214,3 +214,49 @@ def test_close_up_site_is_tracked_and_compared_with_the_previous_visit(tmp_path)
                                        for g in cases[0].groups], closeup)
     path = write_dataset(report, tmp_path / "sr-now.dcm")
     assert dciodvfy(path).ok, dciodvfy(path).errors
+
+
+def test_fetch_priors_over_dicomweb_takes_only_this_patients_results(tmp_path):
+    """The same lookup against Orthanc's DICOMweb (QIDO-RS + WADO-RS): only the patient's own SR."""
+    import shutil
+
+    from tests.pacs.netns import free_port, isolated_network, isolation_unavailable_reason
+    from tests.pacs.orthanc import OrthancServer
+
+    reason = isolation_unavailable_reason()
+    if reason or (shutil.which("Orthanc") is None and shutil.which("Orthanc", path="/usr/sbin") is None):
+        pytest.skip(reason or "Orthanc is not installed")
+    archive, job = tmp_path / "archive", tmp_path / "job"
+    archive.mkdir(), job.mkdir()
+    other_issuer = _photo(archive, ME, "ELSEWHERE", dt.datetime(2026, 1, 5, 9), "issuer")
+    other_id = _photo(archive, PatientInfo(name="Same^Name", patient_id="P-2"), "SITE", dt.datetime(2026, 1, 5, 9), "id")
+    mine = _photo(archive, ME, "SITE", dt.datetime(2026, 1, 6, 9), "mine")
+    _photo(job, ME, "SITE", dt.datetime(2026, 4, 6, 9), "today")
+    with isolated_network(), OrthancServer(tmp_path / "orthanc", free_port(), router=False) as pacs:
+        mine_sr = _sr(mine, archive)
+        for path in (_sr(other_issuer, archive), _sr(other_id, archive), mine_sr):  # the other issuer first
+            assert pacs.upload(path)["Status"] == "Success"
+        request = PriorsRequest(Destination.parse(f"{pacs.url}/dicom-web"), "DERMAI", 10, 50, ALGORITHM.name,
+                                SECRET.hex())
+        manifest = fetch_priors(request, job)
+    assert manifest["status"] == "found", manifest
+    (study,) = read_priors(job).studies
+    assert [str(pydicom.dcmread(f).SOPInstanceUID) for f in study.files] == [str(pydicom.dcmread(mine_sr).SOPInstanceUID)]
+    assert set(manifest["rejected"]) <= {"other patient (Patient ID or issuer differs)"}
+    operations = [(q["operation"], q["level"], q["status"]) for q in manifest["queries"]]
+    assert operations[0] == ("QIDO-RS", "STUDY", "success") and ("WADO-RS", "SERIES", "success") in operations
+    assert "P-1" not in (job / PRIORS_FOLDER / "priors.json").read_text()
+
+
+def test_unreachable_dicomweb_source_fails_the_lookup_quickly_and_quietly(tmp_path):
+    _photo(tmp_path, ME, "SITE", dt.datetime(2026, 4, 6, 9), "today")
+    from tests.pacs.netns import free_port
+
+    request = PriorsRequest(Destination.parse(f"http://127.0.0.1:{free_port()}/dicom-web"), "DERMAI", 3, 50,
+                            ALGORITHM.name, SECRET.hex())
+    started = time.monotonic()
+    manifest = fetch_priors(request, tmp_path)
+    assert time.monotonic() - started < 10
+    assert manifest["status"] == "failed" and manifest["reason"].startswith("QIDO-RS at STUDY level"), manifest
+    assert manifest["queries"][0]["operation"] == "QIDO-RS" and manifest["queries"][0]["status"].startswith("no response")
+    assert read_priors(tmp_path).status == "failed"

@@ -296,3 +296,68 @@ def test_pacs_timing_out_on_c_find_never_blocks_the_result(tmp_path, visits):
         assert g["time_point_order"] is None and F in g["measurements"]  # unknown: no time point claimed
     assert "no response" in audit
     assert elapsed < 120
+
+
+# -- Orthanc as a DICOMweb destination: QIDO-RS + WADO-RS instead of C-FIND + C-GET ------------
+
+SMALL = (1416, 2120)  # half the paper's format: only that priors are found and compared is asserted
+
+
+@pytest.fixture(scope="module")
+def small_visits(tmp_path_factory, face_masker):
+    return make_demo_visits(tmp_path_factory.mktemp("small-visits"), remaining=(1.0, 0.5), size=SMALL,
+                            masker=face_masker)
+
+
+def test_priors_from_a_dicomweb_destination(tmp_path, small_visits):
+    """dermpacs stores into Orthanc by STOW-RS, so its priors come from Orthanc by QIDO-RS/WADO-RS."""
+    with isolated_network():
+        port = free_port()
+        with OrthancServer(tmp_path / "orthanc", port) as pacs:
+            web = SimpleNamespace(tmp=tmp_path, pacs=pacs,
+                                  dermpacs=DermpacsProcess(tmp_path / "dermpacs", f"{pacs.url}/dicom-web", port=port))
+            with web.dermpacs:
+                _send(web, small_visits[0].photographs)
+                baseline_sr, baseline = _wait_sr(web, small_visits[0])
+                assert all(g["time_point_order"] == 1 for g in baseline)
+                acme = _other_product_sr(web, small_visits[0])  # another product's SR: never a prior
+                _send(web, small_visits[1].photographs)
+                sr, groups = _wait_sr(web, small_visits[1])
+                rows = list(csv.DictReader(io.StringIO(web.dermpacs.cli("audit", "export", "--format", "csv").stdout)))
+    before, now = _by_view(baseline), _by_view(groups)
+    assert set(now) == {"left", "frontal", "right"}
+    for view, g in now.items():
+        m = g["measurements"]
+        assert g["time_point_order"] == 2, g["comment"]
+        assert g["tracking_uid"] == before[view]["tracking_uid"]
+        assert g["prior_reports"] == {codes.BASELINE_REPORT.meaning: str(baseline_sr.SOPInstanceUID)}
+        assert m[codes.F_VITILIGO_BASELINE.meaning][0] == pytest.approx(before[view]["measurements"][F][0])
+        assert m[CHANGE][0] == pytest.approx(m[F][0] - m[codes.F_VITILIGO_BASELINE.meaning][0], abs=1e-3)
+        assert codes.REPIGMENTED_AREA.meaning in m, g["comment"]  # the baseline's photographs came by WADO-RS
+    referenced = {item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+                  for s in sr.PertinentOtherEvidenceSequence for item in s.ReferencedSeriesSequence}
+    assert referenced == {str(baseline_sr.SOPInstanceUID)} and acme not in referenced
+    queries = [r for r in rows if r["event"] == "priors_query"]
+    text = "\n".join(",".join(r.values()) for r in queries)
+    assert "QIDO-RS" in text and "WADO-RS" in text and "C-FIND" not in text and "C-GET" not in text, text
+    assert DEMO_PATIENT.patient_id not in text
+
+
+def test_unreachable_dicomweb_priors_source_never_blocks_the_result(tmp_path, small_visits):
+    with isolated_network(), LocalStorageSCP(tmp_path / "pacs", ae_title="STORE") as store:
+        nobody = free_port()  # nothing listens: connection refused
+        dermpacs = DermpacsProcess(tmp_path / "dermpacs", store.address(),
+                                   priors={"source": f"http://127.0.0.1:{nobody}/dicom-web", "timeout_s": 3})
+        with dermpacs:
+            started = time.monotonic()
+            send_instances([p.path for p in small_visits[1].photographs], f"DERMAI@127.0.0.1:{dermpacs.port}")
+            assert store.wait_for(4, 180), dermpacs.log_tail()  # 3 SEGs and the SR, without comparison
+            elapsed = time.monotonic() - started
+            audit = dermpacs.cli("audit", "export", "--format", "csv").stdout
+    srs = [ds for ds in (pydicom.dcmread(p) for p in store.snapshot().values()) if ds.Modality == "SR"]
+    assert len(srs) == 1
+    for g in read_measurement_report(srs[0]):
+        assert g["comment"].startswith("No comparison with earlier visits: QIDO-RS at STUDY level"), g["comment"]
+        assert g["time_point_order"] is None and F in g["measurements"]
+    assert "QIDO-RS" in audit and "no response" in audit
+    assert elapsed < 120

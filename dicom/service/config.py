@@ -105,7 +105,7 @@ class AppConfig:
 
 @dataclass(frozen=True)
 class PriorsConfig:
-    """Where and how earlier results are looked up (C-FIND + C-GET) for apps that use priors."""
+    """Where and how earlier results are looked up (C-FIND + C-GET, or QIDO-RS + WADO-RS from a DICOMweb URL) for apps that use priors."""
 
     source: Destination | None = None  # None: the destination (the PACS that receives results)
     timeout_s: float = 20.0  # per network operation and for the whole lookup of one job

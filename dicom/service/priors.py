@@ -6,6 +6,8 @@ slow PACS delays only that job, inside its own timeout, and never the scheduler.
 1. The photographs' Patient ID and Issuer of Patient ID (all must agree; no ID: skipped).
 2. C-FIND STUDY level on both; studies dated before this one (at most ``max_studies``).
 3. C-FIND SERIES level per study, Modality SR and SEG; C-GET of those series.
+   Where the source is a DICOMweb URL the same queries are QIDO-RS searches and the
+   retrieves WADO-RS (``_DicomwebLookup``); everything below is shared.
 4. Every retrieved file is checked again: same Patient ID **and** issuer, Manufacturer
    dermpacs, SR ManufacturerModelName (SEG ContentDescription) = the app's model name.
    Anything else is deleted and counted as rejected: a C-FIND that matched too much (an
@@ -23,6 +25,7 @@ lookup means an analysis without comparison, not a lost result.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import secrets
@@ -80,6 +83,7 @@ class PriorsRequest:
     database: str | None = None  # the job store, read-only, to wait for ``wait_for_jobs``
     wait_for_jobs: tuple[int, ...] = ()  # this patient's earlier jobs whose results are not yet delivered
     wait_for_earlier_s: float = 300.0
+    client_certificate: tuple[str, str] | None = None  # (certificate, key) for an https DICOMweb source
 
 
 def tracking_secret(config: ServiceConfig) -> bytes:
@@ -103,9 +107,12 @@ def priors_request(config: ServiceConfig, model_name: str, store: JobStore | Non
         if earlier:
             mine = _job_patient(store, job_id)
             wait = tuple(j for j in earlier if mine is not None and _job_patient(store, j) == mine)
+    own = config.tls
+    certificate = ((str(own.certificate), str(own.private_key))
+                   if own.certificate is not None and own.private_key is not None else None)
     return PriorsRequest(priors.source or config.destination, config.ae_title, float(priors.timeout_s),
                          int(priors.max_studies), model_name, tracking_secret(config).hex(),
-                         str(config.database), wait, float(priors.wait_for_earlier_s))
+                         str(config.database), wait, float(priors.wait_for_earlier_s), certificate)
 
 
 def _job_patient(store: JobStore, job_id: int) -> tuple[str, str] | None:
@@ -138,7 +145,12 @@ def _wait_for_jobs(request: PriorsRequest) -> dict[str, Any]:
 
 
 class _Lookup:
-    """One lookup: the manifest it builds and the association it uses."""
+    """One lookup over DIMSE (C-FIND + C-GET): the checks, the audit records and the association.
+
+    ``find`` and ``get_series`` are the only network operations ``fetch_priors`` uses;
+    :class:`_DicomwebLookup` replaces them (and ``connect``/``close``) with QIDO-RS and
+    WADO-RS, and inherits the deadline, the audit records and ``accept``.
+    """
 
     def __init__(self, request: PriorsRequest, inputs: Path) -> None:
         self.request = request
@@ -152,9 +164,6 @@ class _Lookup:
     # -- association ------------------------------------------------------------------
     def connect(self) -> None:
         source = self.request.source
-        if source.stow_url:
-            raise _LookupError("priors from a DICOMweb source (QIDO/WADO-RS) are not supported yet: "
-                               "set priors.source to the PACS's AE@HOST:PORT")
         ae = AE(ae_title=self.request.calling_ae)
         left = self._left()
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = left
@@ -264,6 +273,91 @@ class _Lookup:
         return None
 
 
+class _DicomwebLookup(_Lookup):
+    """The same lookup against a DICOMweb source: QIDO-RS for C-FIND, WADO-RS for C-GET.
+
+    The client is built as the sender builds its STOW-RS client (same CA, same client
+    certificate, no retries of its own); each request's connect and read timeouts are
+    what is left of ``priors.timeout_s``, checked again before every request.
+    """
+
+    def connect(self) -> None:
+        import requests
+
+        self._session = requests.Session()
+        self._session.trust_env = False  # a PACS on the hospital network, never through a proxy
+        if self.request.source.ca_certificates:
+            self._session.verify = str(self.request.source.ca_certificates)
+        if self.request.client_certificate:
+            self._session.cert = self.request.client_certificate
+
+    def close(self) -> None:
+        session = getattr(self, "_session", None)
+        if session is not None:
+            session.close()
+
+    def _client(self):
+        from dicomweb_client import DICOMwebClient
+
+        left = self._left()
+        client = DICOMwebClient(self.request.source.stow_url, session=self._session, timeout=(left, left))
+        client.set_http_retry_params(retry=False)  # one try inside the budget: a failure means no comparison
+        return client
+
+    def _failed(self, operation: str, level: str, started: float, exc: Exception) -> "_LookupError":
+        response = getattr(exc, "response", None)
+        status = (f"HTTP {response.status_code}" if response is not None
+                  else f"no response ({type(exc).__name__})")
+        self._record(operation, level, status, started)
+        return _LookupError(f"{operation} at {level} level against {self.request.source.describe()} failed: {status}")
+
+    def find(self, level: str, keys: dict[str, Any], returned: tuple[str, ...]) -> list[Dataset]:
+        # C-FIND semantics: a key with a value matches, an empty key is returned (includefield).
+        filters = {k: v for k, v in keys.items() if v and k != "StudyInstanceUID"}
+        fields = sorted({k for k, v in keys.items() if not v} | set(returned) | {"PatientID", "IssuerOfPatientID"})
+        started = time.monotonic()
+        try:
+            client = self._client()
+            if level == "STUDY":
+                found = client.search_for_studies(search_filters=filters, fields=fields)
+            else:
+                found = client.search_for_series(study_instance_uid=keys["StudyInstanceUID"],
+                                                 search_filters=filters, fields=fields)
+            matches = [Dataset.from_json(item) for item in found or []]
+        except _LookupError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - refused, timed out, HTTP error, not DICOM JSON
+            raise self._failed("QIDO-RS", level, started, exc) from None
+        self._record("QIDO-RS", level, "success", started, matches=len(matches),
+                     modality=keys.get("Modality"), study_instance_uid=keys.get("StudyInstanceUID"))
+        return matches
+
+    def get_series(self, study_uid: str, series_uid: str, target: Path) -> list[Path]:
+        started = time.monotonic()
+        received: list[Path] = []
+        try:
+            # As stored (JPEG photographs stay JPEG), as the C-GET path receives them.
+            instances = self._client().retrieve_series(study_uid, series_uid,
+                                                       media_types=(("application/dicom", "*"),))
+            for ds in instances:
+                path = target / (hashlib.sha256(str(ds.SOPInstanceUID).encode()).hexdigest()[:32] + ".dcm")
+                buffer = io.BytesIO()
+                pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
+                atomic_write(path, buffer.getvalue())
+                received.append(path)
+        except _LookupError:
+            for path in received:
+                path.unlink(missing_ok=True)
+            raise
+        except Exception as exc:  # noqa: BLE001
+            for path in received:
+                path.unlink(missing_ok=True)
+            raise self._failed("WADO-RS", "SERIES", started, exc) from None
+        self._record("WADO-RS", "SERIES", "success", started, series_instance_uid=series_uid,
+                     instances=len(received))
+        return received
+
+
 class _LookupError(Exception):
     pass
 
@@ -290,7 +384,7 @@ def fetch_priors(request: PriorsRequest, inputs: Path) -> dict[str, Any]:
 
     Writes and returns the manifest; never raises.
     """
-    lookup = _Lookup(request, inputs)
+    lookup = (_DicomwebLookup if request.source.stow_url else _Lookup)(request, inputs)
     manifest: dict[str, Any] = {"status": "none", "reason": "", "tracking_key": None,
                                 "source": request.source.describe(), "studies": []}
     started = time.monotonic()
