@@ -1,7 +1,7 @@
 """Train the facial-vitiligo DDRNet (synthetic data or a user folder dataset).
 
-    python -m models.train --config facial_vitiligo_shipped --out runs/shipped
-    python -m models.train --config facial_vitiligo_paper --data-folder /data/vitiligo --out runs/local
+    python -m models.facial.train --config facial_vitiligo_shipped --out runs/shipped
+    python -m models.facial.train --config facial_vitiligo_paper --data-folder /data/vitiligo --out runs/local
 
 Writes into ``--out``: ``NAME.pt`` (fp16 state dict, loadable by
 ``LesionSegmenter.load``), ``NAME.yaml`` (the exact config), ``checkpoint.pt`` (fp32
@@ -23,11 +23,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .config import TrainConfig, load_config, save_config
+from ..config import TrainConfig, load_config, save_config
 from .data import FolderSource, SyntheticSource, list_folder_dataset, prepare, split_folder
 from .ddrnet import build_model
-from .losses import OhemCrossEntropy
-from .metrics import Confusion, confusion, f_vitiligo, metrics_from_confusion
+from ..losses import OhemCrossEntropy
+from ..metrics import Confusion, confusion, f_vitiligo, metrics_from_confusion
 from .synthetic import sample_rng
 
 AUG_SEED_OFFSET = 1_000_003
@@ -200,7 +200,7 @@ def train(cfg: TrainConfig, out_dir: Path, resume: bool = False, progress: bool 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m models.train", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m models.facial.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="facial_vitiligo_shipped",
                    help="YAML path or a name in models/configs/ (default: %(default)s)")
