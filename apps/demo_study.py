@@ -20,7 +20,7 @@ from dicom.encode import DEMO_PATIENT, photograph_dataset, write_dataset
 from models.face import FaceSkinMasker
 from models.face_refine import FaceSkinRefiner
 from models.metrics import f_vitiligo
-from models.synthetic import paint_depigmentation
+from models.facial.synthetic import paint_depigmentation
 
 WIDTH, HEIGHT = 2832, 4240  # columns x rows of the paper's photographs (portrait)
 VIEWS = ("left", "frontal", "right")

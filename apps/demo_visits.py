@@ -22,7 +22,7 @@ from pydicom.uid import JPEGBaseline8Bit, generate_uid
 from dicom.encode import DEMO_PATIENT, PatientInfo, photograph_dataset, write_dataset
 from models.face import FaceSkinMasker
 from models.metrics import f_vitiligo
-from models.synthetic import depigmentation_weight, paint_depigmentation
+from models.facial.synthetic import depigmentation_weight, paint_depigmentation
 
 from .demo_study import DEMO_SEED, VIEWS, HEIGHT, WIDTH, DemoPhotograph, astronaut_portrait, turn
 

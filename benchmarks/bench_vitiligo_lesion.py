@@ -40,7 +40,7 @@ def main() -> int:
     from dicom.encode import photograph_dataset, write_dataset
     from dicom.seg import warm_up
     from models.lesion.synthetic import render_closeup
-    from models.synthetic import sample_rng
+    from models.facial.synthetic import sample_rng
     from operators.base import run_step
     from operators.cases import PhotoCase
     from operators.closeup_segmentation import CloseUpSegmentationStep

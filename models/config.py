@@ -69,7 +69,7 @@ class DataConfig:
     val_fraction: float = 0.1  # folder source: share held out for validation
     val_samples: int = 24  # synthetic source: validation samples scored at each checkpoint
     synthetic_pool: int = 0  # >0: generate this many samples once, re-augment them (faster)
-    # "v1": the first painter (small lighter patches); "v2": models.vitiligo_generator
+    # "v1": the first painter (small lighter patches); "v2": models.facial.vitiligo_generator
     # (milky lesions of any extent 0-95 %, skin types weighted to V-VI, real portraits).
     generator: Literal["v1", "v2"] = "v1"
     # Add per-photograph skin-relative colour channels (models.skin_reference) to RGB.

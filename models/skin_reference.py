@@ -13,7 +13,7 @@ Two things use it:
   pigmented cluster's own spread), computed per photograph at network resolution, in
   training and inference alike;
 * ``colour_rule_mask``: the plain baseline the issue measured (L* above Otsu's threshold
-  inside the skin mask), selectable in ``models.evaluate`` and used by the quality flags.
+  inside the skin mask), selectable in ``models.facial.evaluate`` and used by the quality flags.
 """
 from __future__ import annotations
 

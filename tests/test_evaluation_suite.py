@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from models.evaluation_suite import default_methods, run_suite
+from models.facial.evaluation_suite import default_methods, run_suite
 from models.metrics import spearman
-from models.synthetic import sample_rng
-from models.vitiligo_generator import fitzpatrick_of_type, generate_face_sample
+from models.facial.synthetic import sample_rng
+from models.facial.vitiligo_generator import fitzpatrick_of_type, generate_face_sample
 
 
 def _samples(n: int):

@@ -7,8 +7,8 @@ import pytest
 
 from models.face_refine import FaceSkinRefiner
 from models.skin_reference import rgb_to_lab
-from models.synthetic import face_roi, paint_depigmentation
-from models.vitiligo_generator import portrait, recolour_skin
+from models.facial.synthetic import face_roi, paint_depigmentation
+from models.facial.vitiligo_generator import portrait, recolour_skin
 
 
 def _forehead_case(fitz: float):

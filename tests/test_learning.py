@@ -360,10 +360,10 @@ def _register_untrained_candidate(node: DermpacsProcess) -> str:
     import torch
 
     from models.config import load_config
-    from models.ddrnet import build_model
-    from models.inference import load_state_dict
+    from models.facial.ddrnet import build_model
+    from models.facial.inference import load_state_dict
     from models.learning.finetune import evaluate_pair
-    from models.train import save_weights_fp16
+    from models.facial.train import save_weights_fp16
 
     registry = ModelRegistry(node.data_dir / "models")
     active = registry.active("facial_vitiligo")

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from models.config import ModelConfig
-from models.ddrnet import DDRNet, build_model
+from models.facial.ddrnet import DDRNet, build_model
 from models.losses import OhemCrossEntropy
 
 

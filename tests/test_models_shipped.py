@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.inference import DEFAULT_WEIGHTS, LesionSegmenter, config_path_for
+from models.facial.inference import DEFAULT_WEIGHTS, LesionSegmenter, config_path_for
 from models.metrics import confusion, f1, f_vitiligo
-from models.synthetic import astronaut_sample, generate_sample, sample_rng
+from models.facial.synthetic import astronaut_sample, generate_sample, sample_rng
 
 HELD_OUT_SEED = 424_242  # not a training seed
 

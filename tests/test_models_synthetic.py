@@ -5,8 +5,8 @@ import cv2
 import numpy as np
 import pytest
 
-from models.data import letterbox, letterbox_geometry, letterbox_mask
-from models.synthetic import (depigmentation_weight, generate_sample, paint_depigmentation, render_face,
+from models.facial.data import letterbox, letterbox_geometry, letterbox_mask
+from models.facial.synthetic import (depigmentation_weight, generate_sample, paint_depigmentation, render_face,
                               sample_rng)
 
 

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from models import evaluate as evaluate_mod
-from models import train as train_mod
+from models.facial import evaluate as evaluate_mod
+from models.facial import train as train_mod
 from models.config import DataConfig, LossConfig, ModelConfig, OptimConfig, TrainConfig, load_config
-from models.inference import LesionSegmenter, load_state_dict
-from models.synthetic import render_face, sample_rng
+from models.facial.inference import LesionSegmenter, load_state_dict
+from models.facial.synthetic import render_face, sample_rng
 
 
 def tiny_config(seed: int = 0, **data_kw) -> TrainConfig:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.data import model_input
+from models.facial.data import model_input
 from models.skin_reference import (N_RELATIVE_CHANNELS, colour_rule_mask, otsu_threshold, rgb_to_lab,
                                    skin_reference, skin_relative_channels)
 

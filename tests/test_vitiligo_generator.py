@@ -1,4 +1,4 @@
-"""Generator v2: what vitiligo looks like when photographed (models.vitiligo_generator)."""
+"""Generator v2: what vitiligo looks like when photographed (models.facial.vitiligo_generator)."""
 from __future__ import annotations
 
 import cv2
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from models.skin_reference import rgb_to_lab
-from models.synthetic import sample_rng
-from models.vitiligo_generator import (SKIN_TYPE_WEIGHTS, extent_bin, extent_weights, generate_face_sample,
+from models.facial.synthetic import sample_rng
+from models.facial.vitiligo_generator import (SKIN_TYPE_WEIGHTS, extent_bin, extent_weights, generate_face_sample,
                                        sample_fitzpatrick, skin_type_of)
 
 

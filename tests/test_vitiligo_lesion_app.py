@@ -20,7 +20,7 @@ from dicom.encode import photograph_dataset, write_dataset
 from dicom.sr import read_measurement_report
 from dicom.validate import dciodvfy
 from models.lesion.synthetic import render_closeup
-from models.synthetic import sample_rng
+from models.facial.synthetic import sample_rng
 from tests.app_cases import assert_bad_inputs_fail_alone, results_of, run_app, write_bad_inputs
 
 APP = "apps.vitiligo_lesion"

@@ -45,7 +45,7 @@ SHIPPED_WEIGHTS = Path(__file__).resolve().parents[2] / "models" / "weights" / "
 
 def load_segmenter(model_path: str | None):
     """The segmenter for ``-m`` (or the shipped weights), loaded once per process."""
-    from models.inference import LesionSegmenter
+    from models.facial.inference import LesionSegmenter
 
     return runtime.load_model(LesionSegmenter.load, model_path, SHIPPED_WEIGHTS, WEIGHTS_PATTERN)
 

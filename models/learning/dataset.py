@@ -7,7 +7,7 @@ same photograph replaces the older one), and that hash alone fixes whether the c
 held out for evaluation: a held-out photograph stays held out forever, whatever arrives
 later, so no candidate is ever trained on a photograph it is judged on.
 
-Layout (the folder-dataset layout ``models.data`` reads)::
+Layout (the folder-dataset layout ``models.facial.data`` reads)::
 
     <data_dir>/learning/<app>/cases/<case>/image.png   the photograph (RGB)
                                            mask.png    the corrected lesion mask (255 = lesion)

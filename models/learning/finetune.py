@@ -6,7 +6,7 @@ A run is a folder ``<data_dir>/learning/runs/<run>/`` (private) holding ``run.js
 app, the training and held-out case ids frozen at the start (so a resumed run trains on
 the same photographs), the base model (id, version, weights hash) and the recipe; and its
 state (queued, training, evaluating, done, failed) with progress. Training is the shared
-engine ``models.train.train`` (same loss, augmentation, letterboxing, checkpoints), started
+engine ``models.facial.train.train`` (same loss, augmentation, letterboxing, checkpoints), started
 from the active weights with the learning section's schedule; ``--resume`` continues from
 its ``checkpoint.pt``. The candidate is then evaluated next to the active model on the
 held-out corrections (never trained on) and on a fixed synthetic suite (generic skill must
@@ -34,7 +34,7 @@ from .trainers import TRAINERS
 
 SYNTHETIC_SEED = 15_015  # the synthetic suite is the same for every candidate and every node
 REPLAY_SEED = 15_016  # replayed synthetic training samples: never the evaluation suite
-ENGINES = {"facial_vitiligo": "models.train.train", "vitiligo_lesion": "models.lesion (data, networks, loss)",
+ENGINES = {"facial_vitiligo": "models.facial.train.train", "vitiligo_lesion": "models.lesion (data, networks, loss)",
            "skin_prick": "models.prick.train.train"}
 TRAINABLE_APPS = tuple(TRAINERS)  # apps with a trainer adapter (models/learning/trainers.py)
 

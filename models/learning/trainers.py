@@ -49,15 +49,15 @@ def _scores(pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]) 
 
 
 class FacialTrainer:
-    """DDRNet on the face ROI: the shared engine ``models.train.train`` (OHEM, letterbox, augmentation)."""
+    """DDRNet on the face ROI: the shared engine ``models.facial.train.train`` (OHEM, letterbox, augmentation)."""
 
     app = "facial_vitiligo"
 
     def train(self, recipe: dict[str, Any], base_weights: Path, train_data: Path, out: Path, version: str,
               description: str) -> Path:
         from models.config import load_config
-        from models.inference import config_path_for
-        from models.train import train
+        from models.facial.inference import config_path_for
+        from models.facial.train import train
 
         cfg = load_config(config_path_for(base_weights))
         data = replace(cfg.data, source="folder", folder=str(train_data), val_fraction=0.0,
@@ -71,12 +71,12 @@ class FacialTrainer:
         return train(cfg, out, resume=True, progress=False)
 
     def held_out(self, folder: Path) -> list:
-        from models.data import list_folder_dataset, load_folder_sample
+        from models.facial.data import list_folder_dataset, load_folder_sample
 
         return [(n, load_folder_sample(folder, n)) for n in list_folder_dataset(folder)]
 
     def synthetic(self, n: int, seed: int) -> list:
-        from models.evaluate import held_out_samples
+        from models.facial.evaluate import held_out_samples
 
         return list(held_out_samples("synthetic", n, seed, SYNTHETIC_LONG_SIDE))
 
@@ -88,7 +88,7 @@ class FacialTrainer:
     def score(self, weights: Path, samples: list) -> tuple[dict[str, str], dict[str, Any] | None]:
         import os
 
-        from models.inference import LesionSegmenter
+        from models.facial.inference import LesionSegmenter
 
         seg = LesionSegmenter.load(weights, num_threads=max(1, min(2, os.cpu_count() or 1)))
         rows = []
@@ -109,11 +109,11 @@ class CloseUpTrainer:
         import torch
         import torch.nn.functional as F
 
-        from models.inference import load_state_dict
+        from models.facial.inference import load_state_dict
         from models.lesion.config import load_lesion_config, save_lesion_config
         from models.lesion.data import AugmentedDataset, read_folder, resize_pair
         from models.lesion.networks import build_model
-        from models.train import save_weights_fp16
+        from models.facial.train import save_weights_fp16
 
         cfg = load_lesion_config(base_weights.with_suffix(".yaml"))
         cfg = replace(cfg, version=version, data=replace(cfg.data, source="folder", folder=str(train_data)))

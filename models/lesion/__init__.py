@@ -3,7 +3,7 @@
 | module | what |
 |---|---|
 | `networks.py` | encoders (ResNet-50 from MONAI, own MobileNetV3-Small) + heads (DeepLabv3/ASPP, U-Net) |
-| `synthetic.py` | close-up skin patches of any body site with depigmented patches (reuses models.synthetic) |
+| `synthetic.py` | close-up skin patches of any body site with depigmented patches (reuses models.facial.synthetic) |
 | `data.py` | the paper's preprocessing/augmentation, synthetic and folder datasets |
 | `config.py`, `../configs/vitiligo_lesion_*.yaml` | run configuration (paper recipe, shipped CPU recipe) |
 | `train.py`, `evaluate.py` | CLIs |

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import torch
 
-from models.synthetic import sample_rng
+from models.facial.synthetic import sample_rng
 
 from .config import LesionAugmentConfig, LesionDataConfig
 from .synthetic import generate_closeup, labels_of

@@ -5,7 +5,7 @@
     python -m models.lesion.evaluate --suite --n 200 --weights W.pt --out runs/suite_closeup
 
 ``--suite``: the issue-10 evaluation suite on generator-v2 close-ups
-(``models.evaluation_suite``): Dice and "% of visible skin" error and Spearman by extent
+(``models.facial.evaluation_suite``): Dice and "% of visible skin" error and Spearman by extent
 bin, skin type, background (none, light wall/fabric/glitter, other) and image size, for
 the network and for the colour rule (L* above Otsu inside the network's own skin mask),
 with contact sheets.
@@ -87,7 +87,7 @@ SUITE_SIZES = (256, 416, 768, 1200)
 
 def closeup_suite_samples(n: int, seed: int = SUITE_SEED):
     """Held-out v2 close-ups of several sizes (400-px web photos to large ones)."""
-    from models.synthetic import sample_rng
+    from models.facial.synthetic import sample_rng
 
     from .synthetic import render_closeup_v2
 
@@ -97,7 +97,7 @@ def closeup_suite_samples(n: int, seed: int = SUITE_SEED):
 
 
 def run_closeup_suite(weights: str | Path, n: int, out: Path) -> dict:
-    from models.evaluation_suite import CLOSEUP_FACTORS, run_suite
+    from models.facial.evaluation_suite import CLOSEUP_FACTORS, run_suite
     from models.skin_reference import colour_rule_mask
 
     from .inference import CloseUpSegmenter

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.inference import file_sha256, load_state_dict
+from models.facial.inference import file_sha256, load_state_dict
 
 from .config import LesionTrainConfig, load_lesion_config
 from .data import to_tensor

@@ -1,6 +1,6 @@
 """Synthetic close-up skin photographs with vitiligo patches, any body site.
 
-Reuses the facial generator's painters (``models.synthetic``: Fitzpatrick skin colours,
+Reuses the facial generator's painters (``models.facial.synthetic``: Fitzpatrick skin colours,
 smooth noise, ``depigmentation_weight``, ``paint_depigmentation``) on a close-up layout:
 
 * skin of Fitzpatrick types I-VI with melanin mottling, redness, freckles, naevi, pores;
@@ -20,7 +20,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from models.synthetic import (
+from models.facial.synthetic import (
     AMELANOTIC_RGB,
     FITZPATRICK_RGB,
     HAIR_COLOURS,
@@ -196,10 +196,10 @@ def _light_background(shape: tuple[int, int], rng: np.random.Generator) -> tuple
 
 
 def render_closeup_v2(h: int, w: int, rng: np.random.Generator) -> SyntheticSample:
-    """Close-up with generator-v2 lesions (``models.vitiligo_generator``): milky lesions of the
+    """Close-up with generator-v2 lesions (``models.facial.vitiligo_generator``): milky lesions of the
     same colour on any skin, extent ~uniform 0-95 % of the skin with pigmented islands,
     skin types weighted to V-VI, and light/white backgrounds in a third of the images."""
-    from models.vitiligo_generator import extent_weights, sample_extent, sample_fitzpatrick, sample_lesion_rgb, \
+    from models.facial.vitiligo_generator import extent_weights, sample_extent, sample_fitzpatrick, sample_lesion_rgb, \
         skin_type_of
 
     shape = (h, w)

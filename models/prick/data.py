@@ -1,7 +1,7 @@
 """Training samples for the prick U-Net: letterbox, the paper's augmentations, datasets.
 
 Train and inference see the same thing: the whole photograph letterboxed (aspect kept,
-zero padding) into ``input_size`` x ``input_size`` (``models.data.letterbox``, shared with
+zero padding) into ``input_size`` x ``input_size`` (``models.facial.data.letterbox``, shared with
 the facial model). With ``train_crop`` > 0 training uses random crops of the letterboxed
 image (same pixel scale as inference, cheaper per step).
 
@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import torch
 
-from models.data import PIXEL_MEAN, PIXEL_STD, letterbox
+from models.facial.data import PIXEL_MEAN, PIXEL_STD, letterbox
 
 from .config import AugmentConfig, DataConfig
 from .synthetic import PrickSample, generate_sample, sample_rng

@@ -124,7 +124,7 @@ def tune_thresholds(segmenter, count: int, seed: int = VAL_SEED, log=print) -> t
     """
     import torch
 
-    from models.data import letterbox
+    from models.facial.data import letterbox
 
     from .data import letterbox_pair, to_tensor
 

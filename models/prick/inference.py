@@ -18,8 +18,8 @@ import cv2
 import numpy as np
 import torch
 
-from models.data import letterbox
-from models.inference import file_sha256, load_state_dict
+from models.facial.data import letterbox
+from models.facial.inference import file_sha256, load_state_dict
 
 from . import ERYTHEMA_HALO, WHEAL
 from .config import PrickConfig, load_config

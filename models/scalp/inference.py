@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.inference import file_sha256, load_state_dict
+from models.facial.inference import file_sha256, load_state_dict
 
 from . import INDICATORS
 from .config import ScalpTrainConfig, load_scalp_config

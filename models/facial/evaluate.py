@@ -1,9 +1,9 @@
 """Evaluate a lesion segmenter with the paper's metrics, through the app's inference path.
 
-    python -m models.evaluate --data v2 --n 240 --method model colour_rule --out runs/suite
-    python -m models.evaluate --data synthetic --n 200 --out runs/eval_synthetic
-    python -m models.evaluate --data astronaut --n 50 --out runs/eval_astronaut
-    python -m models.evaluate --data folder --folder /data/vitiligo --out runs/eval_local
+    python -m models.facial.evaluate --data v2 --n 240 --method model colour_rule --out runs/suite
+    python -m models.facial.evaluate --data synthetic --n 200 --out runs/eval_synthetic
+    python -m models.facial.evaluate --data astronaut --n 50 --out runs/eval_astronaut
+    python -m models.facial.evaluate --data folder --folder /data/vitiligo --out runs/eval_local
 
 Every image goes through ``LesionSegmenter.predict`` (mask, letterbox, net, resize back),
 so the numbers are what the app gets. Metrics are over the face-skin mask: F1, IoU, mIoU
@@ -12,7 +12,7 @@ the set and as per-image means — plus the absolute F-Vitiligo error in percent
 Writes ``metrics.json`` and ``figure.png`` (overlays in the paper's colours: green true
 positive, red false positive, blue false negative; and predicted vs true F-Vitiligo).
 
-``--data v2`` runs the evaluation suite instead (``models.evaluation_suite``): generator-v2
+``--data v2`` runs the evaluation suite instead (``models.facial.evaluation_suite``): generator-v2
 faces, Dice / F-Vitiligo error / Spearman broken down by extent, skin type, source, ROI
 size and visible/UV, for each ``--method`` (``model``, ``colour_rule`` = L* above Otsu
 inside the skin mask), with contact sheets.
@@ -28,7 +28,7 @@ import numpy as np
 
 from .data import list_folder_dataset, load_folder_sample
 from .inference import DEFAULT_WEIGHTS, LesionSegmenter
-from .metrics import Confusion, confusion, f_vitiligo, metrics_from_confusion, segmentation_metrics
+from ..metrics import Confusion, confusion, f_vitiligo, metrics_from_confusion, segmentation_metrics
 from .synthetic import SyntheticSample, astronaut_sample, generate_sample, sample_rng
 
 # Held-out seeds: disjoint from training (train uses its config seed and seed + offsets).
@@ -145,7 +145,7 @@ def _figure(shown, per_image, path: Path) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m models.evaluate", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m models.facial.evaluate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="weights .pt (config .yaml beside it)")
     p.add_argument("--data", choices=("synthetic", "astronaut", "folder", "v2"), default="synthetic",

@@ -1,9 +1,9 @@
 """The facial-vitiligo evaluation suite: results broken down by the factors that failed on
 real photographs (issue 10), for the network and for the plain colour rule side by side.
 
-    python -m models.evaluate --data v2 --n 240 --method model colour_rule --out runs/suite
+    python -m models.facial.evaluate --data v2 --n 240 --method model colour_rule --out runs/suite
 
-Held-out samples come from generator v2 (``models.vitiligo_generator``), stratified so
+Held-out samples come from generator v2 (``models.facial.vitiligo_generator``), stratified so
 every extent bin (0-5, 5-25, 25-50, 50-95 % of the skin) and every skin type I-VI is
 equally represented; the source (synthetic skin, the astronaut, Grace Hopper), ROI size
 and visible/UV are drawn at random. Each method sees exactly the app's input (the ROI and
@@ -24,8 +24,8 @@ from typing import Callable, Iterable, Iterator
 import cv2
 import numpy as np
 
-from .metrics import confusion, dice, f_vitiligo, spearman
-from .skin_reference import colour_rule_mask
+from ..metrics import confusion, dice, f_vitiligo, spearman
+from ..skin_reference import colour_rule_mask
 from .synthetic import SyntheticSample, sample_rng
 from .vitiligo_generator import EXTENT_BINS, extent_bin, fitzpatrick_of_type, generate_face_sample
 

@@ -1,7 +1,7 @@
 """Train the facial-vitiligo DDRNet (synthetic data or a user folder dataset).
 
-    python -m models.train --config facial_vitiligo_shipped --out runs/shipped
-    python -m models.train --config facial_vitiligo_paper --data-folder /data/vitiligo --out runs/local
+    python -m models.facial.train --config facial_vitiligo_shipped --out runs/shipped
+    python -m models.facial.train --config facial_vitiligo_paper --data-folder /data/vitiligo --out runs/local
 
 Writes into ``--out``: ``NAME.pt`` (fp16 state dict, loadable by
 ``LesionSegmenter.load``), ``NAME.yaml`` (the exact config), ``checkpoint.pt`` (fp32
@@ -13,34 +13,23 @@ draws from a generator seeded by (seed, sample index).
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from .config import TrainConfig, load_config, save_config
+from ..engine import append_log, load_checkpoint, run_iterations, save_checkpoint, save_weights_fp16  # noqa: F401
+from ..config import TrainConfig, load_config, save_config
 from .data import FolderSource, SyntheticSource, list_folder_dataset, prepare, split_folder
 from .ddrnet import build_model
-from .losses import OhemCrossEntropy
-from .metrics import Confusion, confusion, f_vitiligo, metrics_from_confusion
+from ..losses import OhemCrossEntropy
+from ..metrics import Confusion, confusion, f_vitiligo, metrics_from_confusion
 from .synthetic import sample_rng
 
 AUG_SEED_OFFSET = 1_000_003
 VAL_SEED_OFFSET = 10_000_019
-
-
-def save_weights_fp16(model: torch.nn.Module, path: Path) -> None:
-    """State dict with floating tensors in fp16 (half the size; loads back into fp32)."""
-    state = {k: (v.detach().half() if torch.is_floating_point(v) else v.detach())
-             for k, v in model.state_dict().items()}
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
 
 
 def load_init_weights(model: torch.nn.Module, path: str | Path) -> None:
@@ -151,56 +140,32 @@ def train(cfg: TrainConfig, out_dir: Path, resume: bool = False, progress: bool 
     log_path = out_dir / "train_log.jsonl"
     start = 0
     if resume and ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        torch.set_rng_state(ckpt["torch_rng"])
-        start = int(ckpt["iteration"])
+        start = load_checkpoint(ckpt_path, model, optimizer)
     elif log_path.exists():
         log_path.unlink()
 
     def checkpoint(iteration: int, loss_avg: float) -> None:
         save_weights_fp16(model, weights_path)
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "iteration": iteration, "torch_rng": torch.get_rng_state()}, ckpt_path)
+        save_checkpoint(ckpt_path, model, optimizer, iteration)
         record = {"iteration": iteration, "loss": loss_avg, "time": time.time(), **validate(model, data)}
-        with open(log_path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
-        if progress:
-            tqdm.write(json.dumps(record))
+        append_log(log_path, record, progress)
 
-    bar = tqdm(range(start, total), initial=start, total=total, disable=not progress, desc="train")
-    running, n_running = 0.0, 0
-    for it in bar:
-        lr = learning_rate(cfg, it, total)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+    def step(it: int, lr: float) -> torch.Tensor:
         images, targets = data.batch(it)
         out = model(images)
         if isinstance(out, tuple):
-            loss = criterion(out[0], targets) + cfg.model.aux_weight * criterion(out[1], targets)
-        else:
-            loss = criterion(out, targets)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            raise FloatingPointError(f"loss became {value} at iteration {it}")
-        running += value
-        n_running += 1
-        bar.set_postfix(loss=f"{running / n_running:.4f}", lr=f"{lr:.2e}")
-        done = it + 1
-        if done % max(1, cfg.checkpoint_every) == 0 or done == total:
-            checkpoint(done, running / n_running)
-            running, n_running = 0.0, 0
+            return criterion(out[0], targets) + cfg.model.aux_weight * criterion(out[1], targets)
+        return criterion(out, targets)
+
+    run_iterations(step, optimizer, lambda it: learning_rate(cfg, it, total), start, total,
+                   cfg.checkpoint_every, checkpoint, progress)
     if start >= total and not weights_path.exists():
         save_weights_fp16(model, weights_path)
     return weights_path
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m models.train", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m models.facial.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="facial_vitiligo_shipped",
                    help="YAML path or a name in models/configs/ (default: %(default)s)")

@@ -1,6 +1,6 @@
 """Generator v2: facial vitiligo as it is photographed (DESIGN.md, "Vitiligo as photographed").
 
-The first painter (``models.synthetic``) drew a few small patches a little lighter than
+The first painter (``models.facial.synthetic``) drew a few small patches a little lighter than
 the surrounding skin, and the network learned exactly that: on real photographs it
 called 40-75 % depigmented faces 4-12 % and missed faint lesions on fair skin. What this
 module changes, each point from the dermatology rather than from our old painter:
@@ -20,7 +20,7 @@ module changes, each point from the dermatology rather than from our old painter
   astronaut, matplotlib's Grace Hopper), their skin recoloured to the sampled type.
 * **Photographs**: colour casts, exposure, specular highlights, hair over skin, ROI
   resolution from small (a 400-px photo) to large; JPEG, blur and noise come from
-  ``models.data.augment``.
+  ``models.facial.data.augment``.
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Train and inference must see the same thing: a face ROI whose pixels outside the
 face-skin mask are 0, letterboxed (aspect kept, zero padding) into a square of
-``input_size``. ``letterbox`` is shared with ``models.inference`` for that reason.
+``input_size``. ``letterbox`` is shared with ``models.facial.inference`` for that reason.
 
 User dataset layout (``DataConfig.source = "folder"``)::
 
@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 import torch
 
-from .config import AugmentConfig, DataConfig
+from ..config import AugmentConfig, DataConfig
 from .synthetic import SyntheticSample, generate_sample, sample_rng
 
 IGNORE_INDEX = 255
@@ -79,7 +79,7 @@ def model_input(boxed_rgb: np.ndarray, boxed_skin: np.ndarray, skin_relative: bo
     rgb = to_tensor(boxed_rgb)
     if not skin_relative:
         return rgb
-    from .skin_reference import skin_relative_channels
+    from ..skin_reference import skin_relative_channels
 
     rel = skin_relative_channels(boxed_rgb, boxed_skin)
     return torch.cat([rgb, torch.from_numpy(rel).permute(2, 0, 1)], 0)

@@ -20,11 +20,11 @@ import cv2
 import numpy as np
 import torch
 
-from .config import TrainConfig, load_config
+from ..config import TrainConfig, load_config
 from .data import letterbox, letterbox_mask, model_input
 from .ddrnet import build_model
 
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "facial_vitiligo_ddrnet23slim.pt"
 
 

@@ -379,7 +379,7 @@ def render_face(h: int, w: int, rng: np.random.Generator, uv: bool = False,
     """Render one synthetic face-ROI sample (visible light or UV).
 
     ``lesion_fn(layout, rng) -> (label_weight, colour_weight)`` replaces the first
-    painter's patches (``models.vitiligo_generator`` uses it for extent-controlled,
+    painter's patches (``models.facial.vitiligo_generator`` uses it for extent-controlled,
     symmetric lesions); ``amelanotic_rgb`` fixes the lesion colour."""
     layout = face_layout(h, w, rng)
     skin = layout.skin_mask
