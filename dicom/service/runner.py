@@ -78,6 +78,21 @@ class _Running:
     outputs: Path
 
 
+def stop_child(process, conn: Connection, kill: bool = False) -> None:
+    """End a worker process: ask it to leave (None on its pipe), or kill it; never wait > 10 s."""
+    if kill:
+        process.kill()
+    else:
+        try:
+            conn.send(None)
+        except (BrokenPipeError, OSError):
+            pass
+    process.join(timeout=5)
+    if process.is_alive():
+        process.kill()
+        process.join(timeout=5)
+
+
 class _Worker:
     def __init__(self, context: mp.context.BaseContext, index: int) -> None:
         self.index = index
@@ -89,17 +104,7 @@ class _Worker:
         self.running: _Running | None = None
 
     def stop(self, kill: bool = False) -> None:
-        if kill:
-            self.process.kill()
-        else:
-            try:
-                self.conn.send(None)
-            except (BrokenPipeError, OSError):
-                pass
-        self.process.join(timeout=5)
-        if self.process.is_alive():
-            self.process.kill()
-            self.process.join(timeout=5)
+        stop_child(self.process, self.conn, kill)
 
 
 class AppRunner:

@@ -31,7 +31,7 @@ from typing import Any
 
 from .config import AppConfig, ServiceConfig
 from .queue import SharedDir, _safe_name as _file_name, idempotency_key, publish_folder, read_json
-from .runner import _module_exists, _worker_loop
+from .runner import _module_exists, _worker_loop, stop_child
 
 log = logging.getLogger("dermpacs.worker")
 
@@ -92,17 +92,7 @@ class AppProcess:
         self._spawn()
 
     def stop(self, kill: bool = False) -> None:
-        if kill:
-            self.process.kill()
-        else:
-            try:
-                self.conn.send(None)
-            except (BrokenPipeError, OSError):
-                pass
-        self.process.join(timeout=5)
-        if self.process.is_alive():
-            self.process.kill()
-            self.process.join(timeout=5)
+        stop_child(self.process, self.conn, kill)
 
 
 def has_gpu() -> bool:
