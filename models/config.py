@@ -77,6 +77,12 @@ class DataConfig:
     # v2: ROI long side drawn from this range before letterboxing (resolution/blur variety);
     # (0, 0) = input_size.
     roi_long_side: tuple[int, int] = (0, 0)
+    # v2 mix, None = the generator's own draw (SKIN_TYPE_WEIGHTS; 8 % no vitiligo, 22 % few
+    # macules): share of Fitzpatrick types I..VI, of faces without vitiligo, and of faces
+    # with few macules (extent 0.3-10 %).
+    skin_type_weights: tuple[float, float, float, float, float, float] | None = None
+    no_lesion_fraction: float | None = None
+    small_extent_fraction: float | None = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
@@ -94,6 +100,9 @@ class OptimConfig:
     lr_schedule: Literal["poly", "constant"] = "poly"
     poly_power: float = 0.9
     warmup_iters: int = 0
+    # Keep BatchNorm running statistics fixed (fine-tuning with small batches, e.g. on a
+    # clinic's corrections; see models.engine.set_training).
+    freeze_batchnorm: bool = False
 
     @property
     def total_iterations(self) -> int:

@@ -38,6 +38,20 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
     return int(ckpt["iteration"])
 
 
+def set_training(model: torch.nn.Module, training: bool = True, freeze_batchnorm: bool = False) -> None:
+    """``model.train(training)``; with ``freeze_batchnorm`` the BatchNorm layers stay in eval mode.
+
+    Fine-tuning on a few photographs with batches of 2-4 would otherwise replace the running
+    statistics learnt on thousands of samples by those of a handful of clinic images, which
+    ruins the model at inference even when the loss falls.
+    """
+    model.train(training)
+    if training and freeze_batchnorm:
+        for layer in model.modules():
+            if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm):
+                layer.eval()
+
+
 def run_iterations(step: Callable[[int, float], torch.Tensor], optimizer: torch.optim.Optimizer,
                    lr_at: Callable[[int], float], start: int, total: int, checkpoint_every: int,
                    on_checkpoint: Callable[[int, float], None], progress: bool = True,

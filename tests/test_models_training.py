@@ -102,6 +102,31 @@ def test_fine_tuning_starts_from_given_weights(tiny_run, tmp_path):
     assert not all(torch.allclose(fresh[k], state[k], atol=1e-3) for k in convs)
 
 
+def test_fine_tuning_with_frozen_batchnorm_keeps_the_running_statistics(tiny_run, tmp_path):
+    """Few-photograph fine-tuning (dermpacs learn) must not replace the statistics the model was trained with."""
+    out, state = tiny_run
+    optim = OptimConfig(batch_size=2, iterations=2, lr=1e-3, warmup_iters=0, freeze_batchnorm=True)
+    tuned = _run(replace(tiny_config(seed=3), init_weights=str(out / "tiny.pt"), optim=optim), tmp_path / "frozen")
+    stats = [k for k in state if k.endswith(("running_mean", "running_var"))]
+    assert stats and all(torch.equal(tuned[k], state[k]) for k in stats)
+    convs = [k for k in state if k.endswith("conv1.weight")]
+    assert any(not torch.allclose(tuned[k], state[k], atol=1e-4) for k in convs), "nothing was learnt"
+    moving = _run(replace(tiny_config(seed=3), init_weights=str(out / "tiny.pt"),
+                          optim=replace(optim, freeze_batchnorm=False)), tmp_path / "moving")
+    assert any(not torch.equal(moving[k], state[k]) for k in stats)
+
+
+def test_generator_mix_in_the_config_reaches_the_samples():
+    """skin_type_weights / no_lesion_fraction steer what the v2 training pool contains."""
+    from models.facial.data import SyntheticSource
+
+    cfg = DataConfig(generator="v2", roi_long_side=(96, 96), skin_type_weights=(1, 0, 0, 0, 0, 0),
+                     no_lesion_fraction=1.0)
+    samples = [SyntheticSource(cfg, seed=5).get(i) for i in range(6)]
+    assert [s.meta["skin_type"] for s in samples] == [1] * 6
+    assert all(not s.lesion_mask.any() for s in samples)
+
+
 def test_folder_dataset_errors_are_clear(tmp_path):
     cfg = tiny_config(source="folder", folder=str(tmp_path))
     with pytest.raises(FileNotFoundError, match="images/ and masks/"):

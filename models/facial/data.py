@@ -170,12 +170,17 @@ class SyntheticSource:
             return self._cache[key]
         rng = sample_rng(self.seed, key)
         if self.cfg.generator == "v2":
-            from .vitiligo_generator import generate_face_sample
+            from .vitiligo_generator import generate_face_sample, sample_extent, sample_fitzpatrick
 
             lo, hi = self.cfg.roi_long_side
             long_side = int(rng.integers(lo, hi + 1)) if hi > 0 else self.long_side
+            mix = {}
+            c = self.cfg
+            if (c.skin_type_weights, c.no_lesion_fraction, c.small_extent_fraction) != (None, None, None):
+                mix = {"fitz": sample_fitzpatrick(rng, c.skin_type_weights),
+                       "extent": sample_extent(rng, c.no_lesion_fraction, c.small_extent_fraction)}
             sample = generate_face_sample(rng, long_side, uv_fraction=self.cfg.uv_fraction,
-                                          portrait_fraction=self.cfg.astronaut_fraction)
+                                          portrait_fraction=self.cfg.astronaut_fraction, **mix)
         else:
             sample = generate_sample(rng, self.long_side, self.cfg.uv_fraction, self.cfg.astronaut_fraction)
         if self.pool_size > 0:

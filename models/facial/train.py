@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..engine import append_log, load_checkpoint, run_iterations, save_checkpoint, save_weights_fp16  # noqa: F401
+from ..engine import (append_log, load_checkpoint, run_iterations, save_checkpoint, save_weights_fp16,  # noqa: F401
+                      set_training)
 from ..config import TrainConfig, load_config, save_config
 from .data import FolderSource, SyntheticSource, list_folder_dataset, prepare, split_folder
 from .ddrnet import build_model
@@ -116,7 +117,7 @@ def validate(model: torch.nn.Module, data: TrainingData) -> dict[str, float]:
         pred = (prob >= 0.5) & skin
         total = total + confusion(pred, truth, skin)
         errors.append(abs(f_vitiligo(pred, skin) - f_vitiligo(truth, skin)))
-    model.train(was_training)
+    set_training(model, was_training, data.cfg.optim.freeze_batchnorm)
     m = metrics_from_confusion(total)
     return {"val_f1": m["f1"], "val_iou": m["iou"], "val_fvit_abs_err_median": float(np.median(errors))}
 
@@ -131,7 +132,7 @@ def train(cfg: TrainConfig, out_dir: Path, resume: bool = False, progress: bool 
     model = build_model(cfg.model)
     if cfg.init_weights:
         load_init_weights(model, cfg.init_weights)
-    model.train()
+    set_training(model, True, cfg.optim.freeze_batchnorm)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     criterion = OhemCrossEntropy(cfg.loss.thresh, cfg.loss.min_kept, cfg.loss.ignore_index)
     data = TrainingData(cfg)

@@ -44,9 +44,10 @@ PORTRAITS = ("astronaut", "grace_hopper")
 EXTENT_BINS = ((0.0, 5.0), (5.0, 25.0), (25.0, 50.0), (50.0, 95.0))
 
 
-def sample_fitzpatrick(rng: np.random.Generator) -> float:
-    """Continuous skin type in [1, 6], type k drawn with SKIN_TYPE_WEIGHTS[k-1]."""
-    k = int(rng.choice(6, p=SKIN_TYPE_WEIGHTS / SKIN_TYPE_WEIGHTS.sum())) + 1
+def sample_fitzpatrick(rng: np.random.Generator, weights: np.ndarray | None = None) -> float:
+    """Continuous skin type in [1, 6], type k drawn with ``weights[k-1]`` (default SKIN_TYPE_WEIGHTS)."""
+    w = SKIN_TYPE_WEIGHTS if weights is None else np.asarray(weights, float)
+    k = int(rng.choice(6, p=w / w.sum())) + 1
     return fitzpatrick_of_type(k, rng)
 
 
@@ -67,13 +68,15 @@ def skin_type_rgb(fitz: float) -> np.ndarray:
     return FITZPATRICK_RGB[lo] + (fitz - lo) * (FITZPATRICK_RGB[hi] - FITZPATRICK_RGB[lo])
 
 
-def sample_extent(rng: np.random.Generator) -> float:
-    """Fraction of skin depigmented: 8 % none, else ~uniform over 0.3-95 % (a third of
-    the non-zero draws below 10 % so that few-macule faces are common too)."""
+def sample_extent(rng: np.random.Generator, none: float | None = None, small: float | None = None) -> float:
+    """Fraction of skin depigmented: ``none`` of the faces (default 8 %) without vitiligo,
+    ``small`` (default 22 %) with 0.3-10 % (few macules), the rest ~uniform over 5-95 %."""
+    none = 0.08 if none is None else none
+    small = 0.22 if small is None else small
     u = rng.random()
-    if u < 0.08:
+    if u < none:
         return 0.0
-    if u < 0.30:
+    if u < none + small:
         return float(rng.uniform(0.003, 0.10))
     return float(rng.uniform(0.05, 0.95))
 

@@ -10,7 +10,6 @@ the lesion extent (percent of the skin / face-skin denominator).
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -63,7 +62,7 @@ class FacialTrainer:
         data = replace(cfg.data, source="folder", folder=str(train_data), val_fraction=0.0,
                        input_size=recipe["input_size"] or cfg.data.input_size)
         optim = replace(cfg.optim, lr=recipe["learning_rate"], batch_size=recipe["batch_size"],
-                        iterations=recipe["iterations"], warmup_iters=0, lr_schedule="poly")
+                        iterations=recipe["iterations"], warmup_iters=0, lr_schedule="poly", freeze_batchnorm=True)
         loss = replace(cfg.loss, min_kept=min(cfg.loss.min_kept, data.input_size ** 2 // 4))
         cfg = replace(cfg, data=data, optim=optim, loss=loss, version=version, init_weights=str(base_weights),
                       checkpoint_every=max(1, recipe["iterations"] // 10), description=description)
@@ -113,7 +112,8 @@ class CloseUpTrainer:
         from models.lesion.config import load_lesion_config, save_lesion_config
         from models.lesion.data import AugmentedDataset, read_folder, resize_pair
         from models.lesion.networks import build_model
-        from models.facial.train import save_weights_fp16
+        from models.engine import (append_log, load_checkpoint, run_iterations, save_checkpoint, save_weights_fp16,
+                                   set_training)
 
         cfg = load_lesion_config(base_weights.with_suffix(".yaml"))
         cfg = replace(cfg, version=version, data=replace(cfg.data, source="folder", folder=str(train_data)))
@@ -126,38 +126,26 @@ class CloseUpTrainer:
         opt = torch.optim.AdamW(model.parameters(), lr=recipe["learning_rate"], weight_decay=cfg.optim.weight_decay)
         make_private_dir(out)
         ckpt, log_path, weights_path = out / "checkpoint.pt", out / "train_log.jsonl", out / f"{cfg.name}.pt"
-        total, start = int(recipe["iterations"]), 0
-        if ckpt.exists():
-            state = torch.load(ckpt, map_location="cpu", weights_only=False)
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            start = int(state["iteration"])
+        total = int(recipe["iterations"])
+        start = load_checkpoint(ckpt, model, opt) if ckpt.exists() else 0
         class_weights = torch.tensor(cfg.optim.class_weights, dtype=torch.float32)
-        every = max(1, total // 10)
-        model.train()
-        running = []
-        for it in range(start, total):
-            for group in opt.param_groups:
-                group["lr"] = recipe["learning_rate"] * (1 - it / total) ** 0.9
+        set_training(model, True, freeze_batchnorm=True)
+
+        def step(it: int, _lr: float) -> torch.Tensor:
             dataset.epoch = it
             index = np.random.default_rng([cfg.data.seed, it]).integers(0, len(dataset), recipe["batch_size"])
             batch = [dataset[int(i)] for i in index]
             x, y = torch.stack([b[0] for b in batch]), torch.stack([b[1] for b in batch])
-            loss = F.cross_entropy(model(x).float(), y, weight=class_weights)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                raise FloatingPointError(f"loss became {value} at iteration {it}")
-            running.append(value)
-            if (it + 1) % every == 0 or it + 1 == total:
-                save_weights_fp16(model, weights_path)
-                save_lesion_config(cfg, weights_path.with_suffix(".yaml"))
-                torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "iteration": it + 1}, ckpt)
-                with open(log_path, "a", encoding="utf-8") as fh:
-                    fh.write(json.dumps({"iteration": it + 1, "loss": float(np.mean(running)), "time": time.time()}) + "\n")
-                running = []
+            return F.cross_entropy(model(x).float(), y, weight=class_weights)
+
+        def checkpoint(done: int, loss: float) -> None:
+            save_weights_fp16(model, weights_path)
+            save_lesion_config(cfg, weights_path.with_suffix(".yaml"))
+            save_checkpoint(ckpt, model, opt, done)
+            append_log(log_path, {"iteration": done, "loss": loss, "time": time.time()}, progress=False)
+
+        run_iterations(step, opt, lambda it: recipe["learning_rate"] * (1 - it / total) ** 0.9, start, total,
+                       max(1, total // 10), checkpoint, progress=False)
         if not weights_path.exists():
             save_weights_fp16(model, weights_path)
             save_lesion_config(cfg, weights_path.with_suffix(".yaml"))
