@@ -69,6 +69,8 @@ QUALITY_FLAG_CODES = {
     "image-small": private_code("QF-IMAGE-SMALL", "Image too small to resolve lesion borders"),
     "low-contrast": private_code("QF-LOW-CONTRAST", "Low lesion/skin contrast"),
     "model-vs-colour-rule": private_code("QF-DISAGREE", "Model and colour rule disagree strongly"),
+    "little-skin": private_code("QF-LITTLE-SKIN", "Little visible skin in the photograph"),
+    "light-background": private_code("QF-LIGHT-BACKGR", "Light background as light as the lesions"),
 }
 
 # --- Findings and morphology (SNOMED CT) ------------------------------------------------

@@ -1,11 +1,13 @@
-"""When a facial F-Vitiligo should not be trusted, and why, in words.
+"""When a facial F-Vitiligo or a close-up's vitiligo % should not be trusted, and why, in words.
 
 The checks are the failure cases seen on real photographs (issue 10): several faces in one
 photograph (before/after composites), a face small in the frame or an image too small to
 resolve lesion borders, a low lesion/skin contrast (fair skin, faint lesions), and the
 network disagreeing strongly with the plain colour rule on a face whose skin colours
-clearly split in two (where that rule is reliable). Thresholds live in
-``models/configs/facial_vitiligo_quality.yaml`` (``QualityConfig``).
+clearly split in two (where that rule is reliable). Close-ups add little visible skin and
+a background as light as the lesions (white walls and sheets were taken for vitiligo).
+Thresholds live in ``models/configs/facial_vitiligo_quality.yaml`` (``QualityConfig``) and
+``models/configs/vitiligo_lesion_quality.yaml`` (``CloseUpQualityConfig``).
 """
 from __future__ import annotations
 
@@ -98,11 +100,19 @@ def assess_quality(image_hw: tuple[int, int], face_box_xyxy: tuple[int, int, int
     if max(h, w) < cfg.min_image_side_px or face_h < cfg.min_face_height_px:
         report.flags.append(QualityFlag("image-small", f"image {w}x{h} px with the face {face_h} px tall is too "
                                                        "small to resolve lesion borders"))
-    rgb, (skin, lesion) = _small(np.asarray(roi_rgb), [np.asarray(roi_skin, bool), np.asarray(roi_lesion, bool)],
+    _lesion_checks(report, roi_rgb, roi_skin, roi_lesion, cfg, "face")
+    return report
+
+
+def _lesion_checks(report: QualityReport, rgb: np.ndarray, skin: np.ndarray, lesion: np.ndarray,
+                   cfg: "QualityConfig | CloseUpQualityConfig", where: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Low lesion/skin contrast and model-vs-colour-rule disagreement (faces and close-ups alike).
+    Returns the reduced (rgb, skin, lesion) the checks ran on."""
+    rgb, (skin, lesion) = _small(np.asarray(rgb), [np.asarray(skin, bool), np.asarray(lesion, bool)],
                                  cfg.analysis_max_side)
-    lesion &= skin
+    lesion = lesion & skin
     if not skin.any():
-        return report
+        return rgb, skin, lesion
     model_pct = f_vitiligo(lesion, skin)
     light = rgb_to_lab(rgb)[..., 0]
     normal = skin & ~lesion
@@ -119,6 +129,57 @@ def assess_quality(image_hw: tuple[int, int], face_box_xyxy: tuple[int, int, int
         report.values["skin_cluster_gap_l"] = ref.cluster_gap_l
         if ref.cluster_gap_l >= cfg.clear_split_gap_l and abs(rule_pct - model_pct) > cfg.disagreement_points:
             report.flags.append(QualityFlag("model-vs-colour-rule",
-                                            f"the model measures {model_pct:.0f} % but the skin's light/dark split "
-                                            f"gives {rule_pct:.0f} %; review the overlay"))
+                                            f"the model measures {model_pct:.0f} % but the {where} skin's light/dark "
+                                            f"split gives {rule_pct:.0f} %; review the overlay"))
+    return rgb, skin, lesion
+
+
+DEFAULT_CLOSEUP_QUALITY_CONFIG = CONFIG_DIR / "vitiligo_lesion_quality.yaml"
+
+
+@dataclass
+class CloseUpQualityConfig:
+    """When a close-up's vitiligo % of visible skin gets a quality flag."""
+
+    min_image_side_px: int = 320  # longer image side below this: "image too small"
+    min_skin_fraction: float = 0.10  # visible skin below this share of the photograph: "little skin"
+    light_background_fraction: float = 0.15  # light non-skin area above this share ...
+    light_background_margin_l: float = 10.0  # ... "light" = L* within this of the lesions' median L* or above
+    min_lesion_contrast_l: float = 6.0
+    min_lesion_fraction_for_contrast: float = 0.005
+    disagreement_points: float = 25.0
+    clear_split_gap_l: float = 20.0
+    analysis_max_side: int = 512
+
+
+def load_closeup_quality_config(path: str | Path | None = None) -> CloseUpQualityConfig:
+    p = Path(path) if path is not None else DEFAULT_CLOSEUP_QUALITY_CONFIG
+    return load_yaml_config(CloseUpQualityConfig, p) if p.exists() else CloseUpQualityConfig()
+
+
+def assess_closeup_quality(rgb: np.ndarray, skin: np.ndarray, lesion: np.ndarray,
+                           cfg: CloseUpQualityConfig | None = None) -> QualityReport:
+    """Quality flags of a close-up: too small, little skin, a light background next to the
+    lesions (walls and sheets are the close-up model's known confusion), low contrast,
+    disagreement with the colour rule."""
+    cfg = cfg or CloseUpQualityConfig()
+    report = QualityReport()
+    h, w = np.asarray(rgb).shape[:2]
+    if max(h, w) < cfg.min_image_side_px:
+        report.flags.append(QualityFlag("image-small", f"image {w}x{h} px is too small to resolve lesion borders"))
+    small_rgb, small_skin, small_lesion = _lesion_checks(report, rgb, skin, lesion, cfg, "visible")
+    skin_fraction = float(small_skin.mean()) if small_skin.size else 0.0
+    report.values["skin_fraction"] = skin_fraction
+    if skin_fraction < cfg.min_skin_fraction:
+        report.flags.append(QualityFlag("little-skin", f"visible skin covers only {100 * skin_fraction:.0f} % of the "
+                                                       "photograph; the denominator is uncertain"))
+    if small_lesion.any():
+        light = rgb_to_lab(small_rgb)[..., 0]
+        bright = ~small_skin & (light >= float(np.median(light[small_lesion])) - cfg.light_background_margin_l)
+        share = float(bright.mean())
+        report.values["light_background_fraction"] = share
+        if share > cfg.light_background_fraction:
+            report.flags.append(QualityFlag("light-background",
+                                            f"a background as light as the lesions covers {100 * share:.0f} % of the "
+                                            "photograph; check that none of it is counted as skin or vitiligo"))
     return report

@@ -1,10 +1,11 @@
-"""Quality flags of a facial measurement (models.quality)."""
+"""Quality flags of a facial or close-up measurement (models.quality)."""
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
-from models.quality import QualityConfig, assess_quality, load_quality_config
+from models.quality import (CloseUpQualityConfig, QualityConfig, assess_closeup_quality, assess_quality,
+                            load_closeup_quality_config, load_quality_config)
 
 
 def _face(size=400, lesion_rgb=(240, 228, 218), skin_rgb=(120, 80, 55), lesion_fraction=0.3, seed=0):
@@ -54,3 +55,40 @@ def test_model_missing_an_obvious_extensive_lesion_is_flagged():
 
 def test_shipped_quality_config_loads_and_matches_the_defaults():
     assert load_quality_config() == QualityConfig()
+
+
+# -- close-ups ------------------------------------------------------------------------------------------
+def _closeup(background=(60, 70, 80), size=400):
+    """A forearm band of dark skin with a milky patch, on a given background."""
+    img, skin, lesion = _face(size=size)
+    img[~skin] = background
+    return img, skin, lesion
+
+
+def test_a_close_up_on_a_dark_background_is_not_flagged():
+    img, skin, lesion = _closeup()
+    r = assess_closeup_quality(img, skin, lesion)
+    assert not r.flagged, r.as_dict()
+    assert 0.3 < r.values["skin_fraction"] < 0.7
+
+
+def test_a_close_up_on_a_white_sheet_says_the_background_may_be_counted():
+    img, skin, lesion = _closeup(background=(235, 232, 228))
+    r = assess_closeup_quality(img, skin, lesion)
+    assert "light-background" in _keys(r)
+    assert "as light as the lesions" in " ".join(r.as_dict()["reasons"])
+
+
+def test_little_skin_and_a_tiny_close_up_are_flagged():
+    img, skin, lesion = _closeup(size=200)
+    few = np.zeros_like(skin)
+    few[90:100, 90:100] = True
+    r = assess_closeup_quality(img, few, lesion & few)
+    assert {"little-skin", "image-small"} <= _keys(r)
+
+
+def test_every_close_up_flag_has_an_sr_code_and_the_shipped_config_is_the_default():
+    from dicom.codes import QUALITY_FLAG_CODES
+
+    assert load_closeup_quality_config() == CloseUpQualityConfig()
+    assert {"little-skin", "light-background", "image-small", "low-contrast", "model-vs-colour-rule"} <= set(QUALITY_FLAG_CODES)

@@ -4,13 +4,15 @@
 
 Pipeline: load photographs -> skin + vitiligo segmentation (U-Net/DeepLabv3, one pass)
 -> lesion area % of visible skin, lesion count, RGB difference and CIEDE2000 against the
-surrounding skin -> SEG -> SR -> overlay PNG -> results.json. The service routes every
+surrounding skin -> quality flags (``models/configs/vitiligo_lesion_quality.yaml`` or the
+file named by DERMPACS_CLOSEUP_QUALITY_CONFIG) -> SEG -> SR -> overlay PNG -> results.json. The service routes every
 photograph that is not a face, scalp or skin prick test here.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from operators.closeup_segmentation import CloseUpSegmentationOperator
 from operators.longitudinal_sites import SiteComparisonOperator
 from operators.overlay_writer import OverlayWriterOperator
 from operators.photo_loader import DicomPhotoLoaderOperator
+from operators.quality_check import CloseUpQualityCheckOperator
 from operators.results_writer import ResultsWriterOperator
 from operators.seg_writer import SegWriterOperator
 from operators.sr_writer import SrWriterOperator
@@ -52,6 +55,11 @@ class VitiligoLesionApp(Application):
         loader = DicomPhotoLoaderOperator(self, CountCondition(self, 1), input_folder=input_folder, name="photo_loader")
         segment = CloseUpSegmentationOperator(self, segmenter=segmenter, name="skin_vitiligo_segmentation")
         severity = VitiligoSeverityOperator(self, name="vitiligo_severity")
+        from models.quality import load_closeup_quality_config
+
+        quality = CloseUpQualityCheckOperator(
+            self, config=load_closeup_quality_config(os.environ.get("DERMPACS_CLOSEUP_QUALITY_CONFIG")),
+            name="quality_check")
         seg = SegWriterOperator(self, output_folder=output_folder, algorithm=algorithm, name="seg_writer")
         sr = SrWriterOperator(self, output_folder=output_folder, algorithm=algorithm, name="sr_writer")
         overlay = OverlayWriterOperator(self, output_folder=output_folder, name="overlay_writer")
@@ -60,7 +68,7 @@ class VitiligoLesionApp(Application):
             headline_key="lesion_percent_of_skin", headline_label="vitiligo % of visible skin", name="results_writer",
         )
         compare = SiteComparisonOperator(self, input_folder=input_folder, algorithm=algorithm, name="comparison")
-        pipeline = [loader, segment, severity, compare, seg, sr, overlay, self.results]
+        pipeline = [loader, segment, severity, quality, compare, seg, sr, overlay, self.results]
         runtime.chain(self, pipeline)
 
 
