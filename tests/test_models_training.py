@@ -187,3 +187,32 @@ def test_overlay_uses_the_paper_colours():
     truth = np.array([[True, False, True]])
     ov = evaluate_mod.overlay(img, pred, truth, alpha=1.0)
     assert ov[0, 0].tolist() == [0, 255, 0] and ov[0, 1].tolist() == [255, 0, 0] and ov[0, 2].tolist() == [0, 0, 255]
+
+
+def test_engine_run_epochs_stops_early_cuts_an_epoch_short_and_checkpoints_task_state(tmp_path):
+    from models.engine import load_checkpoint, run_epochs, save_checkpoint
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    seen, ends = [], []
+
+    def step(it: int, _lr: float) -> torch.Tensor:
+        seen.append(it)
+        return model(torch.ones(1, 2)).pow(2).sum()
+
+    def on_epoch(epoch: int, losses: list[float]) -> bool:
+        ends.append((epoch, len(losses)))
+        return epoch == 2  # early stopping after the third epoch
+
+    begun: list[int] = []
+    assert run_epochs(step, opt, None, 10, 3, on_epoch, start_epoch=1, begin_epoch=begun.append) == 3
+    assert begun == [1, 2] and ends == [(1, 3), (2, 3)] and seen == [3, 4, 5, 6, 7, 8]
+    # after_step returning True ends the epoch early; its end still runs.
+    ends.clear()
+    assert run_epochs(step, opt, None, 4, 3, lambda e, l: ends.append((e, len(l))),
+                      after_step=lambda it, losses: len(losses) == 2) == 1
+    assert ends == [(0, 2)]
+    save_checkpoint(tmp_path / "c.pt", model, opt, 6, {"best_epoch": 2})
+    extra: dict = {}
+    assert load_checkpoint(tmp_path / "c.pt", model, opt, extra) == 6 and extra == {"best_epoch": 2}

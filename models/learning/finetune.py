@@ -328,7 +328,7 @@ def model_card(app: str, version: str, base: ModelVersion, info: dict[str, Any])
         f"- corrections made with: {', '.join(d['correction_sources'])}",
         "",
         "## Recipe",
-        f"- engine `{r['engine']}` (the app's own training loop, loss and augmentation), "
+        f"- engine `{r['engine']}` (the app's own loss and augmentation on the shared training engine), "
         f"{r.get('replay_synthetic', 0)} synthetic sample(s) replayed per local photograph",
         f"- start: the active model; {r['iterations']} iterations, batch {r['batch_size']}, AdamW lr "
         f"{r['learning_rate']} (poly decay), input {r['input_size'] or 'as the base model'}",

@@ -1,10 +1,11 @@
 """Per-app pieces of fine-tuning: how an app's model trains on a folder dataset and is scored.
 
-Each app keeps its own training engine (loss, augmentation, input geometry) — these
-adapters only start it from the active weights, write the candidate beside its config
-with the new version, and score a weights file on (image, truth) samples with the same
-numbers for every app: mean and pooled Dice of the lesion class, and the median error of
-the lesion extent (percent of the skin / face-skin denominator).
+Each app keeps its own loss, augmentation and input geometry on the shared training
+loop (``models.engine``) — these adapters only start it from the active weights, write
+the candidate beside its config with the new version, and score a weights file on
+(image, truth) samples with the same numbers for every app: mean and pooled Dice of the
+lesion class, and the median error of the lesion extent (percent of the skin / face-skin
+denominator).
 """
 
 from __future__ import annotations

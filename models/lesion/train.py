@@ -18,12 +18,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..engine import run_epochs, save_weights_fp16
 from .config import LesionTrainConfig, load_lesion_config, save_lesion_config
 from .data import AugmentedDataset, build_pairs
 from .networks import build_model
 
 
 def train(cfg: LesionTrainConfig, out: Path, max_minutes: float | None = None, log=print) -> dict:
+    """Epochs of seeded crops through the shared engine (weighted cross-entropy, OneCycleLR);
+    writes the fp16 weights, config and held-out metrics; returns the metrics record."""
     torch.manual_seed(cfg.data.seed)
     torch.set_num_threads(cfg.optim.threads)
     out.mkdir(parents=True, exist_ok=True)
@@ -37,31 +40,35 @@ def train(cfg: LesionTrainConfig, out: Path, max_minutes: float | None = None, l
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.optim.lr, total_steps=cfg.optim.epochs * steps_per_epoch,
                                                 pct_start=0.1)
     weights = torch.tensor(cfg.optim.class_weights, dtype=torch.float32)
-    history, epochs_done = [], 0
-    for epoch in range(cfg.optim.epochs):
+    history: list[float] = []
+    batches = iter(())
+
+    def begin_epoch(epoch: int) -> None:
+        nonlocal batches
         dataset.epoch = epoch
-        loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.optim.batch_size, shuffle=True,
-                                             generator=torch.Generator().manual_seed(cfg.data.seed + epoch))
+        batches = iter(torch.utils.data.DataLoader(dataset, batch_size=cfg.optim.batch_size, shuffle=True,
+                                                   generator=torch.Generator().manual_seed(cfg.data.seed + epoch)))
         model.train()
-        losses = []
-        for x, y in loader:
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.optim.bf16):
-                logits = model(x)
-            loss = F.cross_entropy(logits.float(), y, weight=weights)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            losses.append(loss.item())
-        epochs_done = epoch + 1
+
+    def step(_it: int, _lr: float) -> torch.Tensor:
+        x, y = next(batches)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.optim.bf16):
+            logits = model(x)
+        return F.cross_entropy(logits.float(), y, weight=weights)
+
+    def end_epoch(epoch: int, losses: list[float]) -> bool:
         history.append(float(np.mean(losses)))
-        log(f"epoch {epochs_done}/{cfg.optim.epochs} loss {history[-1]:.4f} ({time.time() - started:.0f} s)")
-        if max_minutes is not None and time.time() - started > 60 * max_minutes and epochs_done < cfg.optim.epochs:
-            log(f"time budget of {max_minutes} min reached after {epochs_done} epochs")
-            break
+        log(f"epoch {epoch + 1}/{cfg.optim.epochs} loss {history[-1]:.4f} ({time.time() - started:.0f} s)")
+        if max_minutes is not None and time.time() - started > 60 * max_minutes and epoch + 1 < cfg.optim.epochs:
+            log(f"time budget of {max_minutes} min reached after {epoch + 1} epochs")
+            return True
+        return False
+
+    epochs_done = run_epochs(step, opt, None, cfg.optim.epochs, steps_per_epoch, end_epoch, begin_epoch=begin_epoch,
+                             scheduler=sched)
     model.eval()
     weights_path = out / f"{cfg.name}.pt"
-    torch.save({k: (v.half() if torch.is_floating_point(v) else v) for k, v in model.state_dict().items()}, weights_path)
+    save_weights_fp16(model, weights_path)
     save_lesion_config(cfg, weights_path.with_suffix(".yaml"))
     from .evaluate import evaluate_weights
 

@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from models.engine import load_checkpoint, run_epochs, save_checkpoint, save_weights_fp16
 from models.metrics import confusion, dice
 
 from . import ERYTHEMA_HALO, WHEAL
@@ -74,6 +75,9 @@ def validation_scores(model: torch.nn.Module, dataset, batch: int = 4) -> dict[s
 
 def train(cfg: PrickConfig, out: str | Path, folder: str | None = None, train_names: list[str] | None = None,
           val_names: list[str] | None = None, log: Callable[[str], None] = print, resume: bool = False) -> dict:
+    """Epochs on the shared engine; keeps the best validation epoch's weights (fp16), stops
+    early after ``early_stopping_patience`` stale epochs or at ``max_minutes``; a checkpoint
+    every epoch makes ``resume`` continue where an interrupted run stopped."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
@@ -89,59 +93,56 @@ def train(cfg: PrickConfig, out: str | Path, folder: str | None = None, train_na
     bs = cfg.optim.batch_size
     per_epoch = cfg.optim.iterations_per_epoch or max(1, math.ceil(len(train_set) / bs))
     rng = np.random.default_rng(cfg.seed)
-    best, best_state, best_epoch, stale = -1.0, None, 0, 0
-    history = []
-    started = time.perf_counter()
-    step = 0
+    # best score, its epoch and weights, epochs without improvement, per-epoch records, elapsed seconds
+    state = {"best": -1.0, "best_state": None, "best_epoch": 0, "stale": 0, "history": [], "elapsed_s": 0.0}
     stop_reason = "epochs done"
-    first_epoch, spent = 1, 0.0
     checkpoint = out / "checkpoint.pt"
     if resume and checkpoint.exists():  # continue where an interrupted run stopped
-        ck = torch.load(checkpoint, weights_only=False)
-        model.load_state_dict(ck["model"])
-        optimiser.load_state_dict(ck["optimiser"])
-        rng.bit_generator.state = ck["rng"]
-        best, best_state, best_epoch, stale = ck["best"], ck["best_state"], ck["best_epoch"], ck["stale"]
-        history, step, spent = ck["history"], ck["step"], ck["elapsed_s"]
-        first_epoch = len(history) + 1
-        log(f"resumed from {checkpoint} at epoch {first_epoch} (step {step})")
-    started -= spent
-    for epoch in range(first_epoch, cfg.optim.epochs + 1):
+        step = load_checkpoint(checkpoint, model, optimiser, state)
+        rng.bit_generator.state = state.pop("rng")
+        log(f"resumed from {checkpoint} at epoch {len(state['history']) + 1} (step {step})")
+    history = state["history"]
+    started = time.perf_counter() - state["elapsed_s"]
+
+    def begin_epoch(_epoch: int) -> None:
         model.train()
-        losses = []
-        for _ in range(per_epoch):
-            idx = rng.integers(0, len(train_set), bs)
-            x, y = training_batch(train_set, idx, cfg.data, cfg.seed, step)
-            loss = segmentation_loss(cfg.loss.name, model(x), y, cfg.loss.ce_weight,
-                                     cfg.loss.pos_weight, cfg.loss.dice_weight)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            losses.append(float(loss.detach()))
-            step += 1
+
+    def batch_loss(it: int, _lr: float) -> torch.Tensor:
+        idx = rng.integers(0, len(train_set), bs)
+        x, y = training_batch(train_set, idx, cfg.data, cfg.seed, it)
+        return segmentation_loss(cfg.loss.name, model(x), y, cfg.loss.ce_weight, cfg.loss.pos_weight,
+                                 cfg.loss.dice_weight)
+
+    def end_epoch(index: int, losses: list[float]) -> bool:
+        nonlocal stop_reason
+        epoch, done = index + 1, (index + 1) * per_epoch
         scores = validation_scores(model, val_set)
         elapsed = time.perf_counter() - started
-        history.append({"epoch": epoch, "iterations": step, "loss": float(np.mean(losses)),
+        history.append({"epoch": epoch, "iterations": done, "loss": float(np.mean(losses)),
                         "elapsed_s": round(elapsed, 1), **scores})
         log(f"epoch {epoch}: loss {np.mean(losses):.4f} val dice erythema {scores['dice_erythema']:.4f} "
             f"wheal {scores['dice_wheal']:.4f} ({elapsed:.0f} s)")
-        if scores["score"] > best:
-            best, best_epoch, stale = scores["score"], epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
+        if scores["score"] > state["best"]:
+            state.update(best=scores["score"], best_epoch=epoch, stale=0, best_state=copy.deepcopy(model.state_dict()))
         else:
-            stale += 1
-        torch.save({"model": model.state_dict(), "optimiser": optimiser.state_dict(), "rng": rng.bit_generator.state,
-                    "best": best, "best_state": best_state, "best_epoch": best_epoch, "stale": stale,
-                    "history": history, "step": step, "elapsed_s": elapsed}, checkpoint)
-        if stale >= cfg.optim.early_stopping_patience:
-            stop_reason = f"early stopping (no improvement for {stale} epochs)"
-            break
+            state["stale"] += 1
+        state["elapsed_s"] = elapsed
+        save_checkpoint(checkpoint, model, optimiser, done, {**state, "rng": rng.bit_generator.state})
+        if state["stale"] >= cfg.optim.early_stopping_patience:
+            stop_reason = f"early stopping (no improvement for {state['stale']} epochs)"
+            return True
         if cfg.optim.max_minutes and elapsed > cfg.optim.max_minutes * 60:
             stop_reason = f"time budget of {cfg.optim.max_minutes} min reached"
-            break
+            return True
+        return False
+
+    run_epochs(batch_loss, optimiser, None, cfg.optim.epochs, per_epoch, end_epoch, start_epoch=len(history),
+               begin_epoch=begin_epoch)
+    best_state, best_epoch, step = state["best_state"], state["best_epoch"], len(history) * per_epoch
     assert best_state is not None
     weights = out / f"{cfg.name}.pt"
-    torch.save({k: (v.half() if torch.is_floating_point(v) else v) for k, v in best_state.items()}, weights)
+    model.load_state_dict(best_state)
+    save_weights_fp16(model, weights)
     save_config(cfg, weights.with_suffix(".yaml"))
     summary = {"best_epoch": best_epoch, "best_val": history[best_epoch - 1], "epochs_run": len(history),
                "iterations": step, "stop_reason": stop_reason, "train_samples": len(train_set),

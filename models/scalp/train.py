@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..engine import run_epochs, save_weights_fp16
 from . import INDICATORS
 from .config import ScalpTrainConfig, load_scalp_config, save_scalp_config
 from .data import CsvScalpDataset, SyntheticScalpDataset, augment, build_pool, pad_square, to_tensor
@@ -25,13 +26,6 @@ from .network import build_scalp_model
 
 VAL_START = 10_000_000  # synthetic validation indices never overlap training ones
 TEST_START = 20_000_000  # ... nor the held-out test set of models.scalp.evaluate
-
-
-def save_weights_fp16(model: torch.nn.Module, path: Path) -> None:
-    state = {k: (v.detach().half() if torch.is_floating_point(v) else v.detach()) for k, v in model.state_dict().items()}
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
 
 
 def load_pools(cfg: ScalpTrainConfig, cache_dir: Path | None):
@@ -96,6 +90,7 @@ def predict_pool(model, images, size: int, batch_size: int = 32) -> tuple[np.nda
 
 
 def train(cfg: ScalpTrainConfig, out_dir: Path, cache_dir: Path | None = None, log=print) -> dict:
+    """Epochs on the shared engine (see the module docstring); returns the training summary."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
@@ -117,34 +112,42 @@ def train(cfg: ScalpTrainConfig, out_dir: Path, cache_dir: Path | None = None, l
     best, best_epoch, history = -1.0, -1, []
     deadline = started + cfg.optim.max_minutes * 60 if cfg.optim.max_minutes else None
     bs = cfg.optim.batch_size
-    log(f"training {cfg.model.backbone} at {size}: {len(tx) // bs} batches of {bs} per epoch")
-    for epoch in range(cfg.optim.epochs):
+    per_epoch = len(tx) // bs
+    if per_epoch < 1:
+        raise ValueError(f"{len(tx)} training images make no batch of {bs}")
+    log(f"training {cfg.model.backbone} at {size}: {per_epoch} batches of {bs} per epoch")
+    order = np.arange(0)
+
+    def begin_epoch(epoch: int) -> None:
+        nonlocal order
         model.train()
         order = np.random.default_rng([cfg.seed, epoch]).permutation(len(tx))
-        losses = []
-        for b in range(0, len(order) - bs + 1, bs):
-            idx = order[b:b + bs]
-            x = torch.stack([
-                to_tensor(pad_square(augment(tx[i], cfg.data.augment, np.random.default_rng([cfg.seed, epoch, int(i)])), size))
-                for i in idx
-            ])
-            y = torch.from_numpy(ty[idx])
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.optim.bf16_autocast):
-                logits = model(x)
-            loss = loss_fn(logits.float(), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-            if len(losses) % 20 == 0:
-                log(f"epoch {epoch + 1} batch {len(losses)} loss {np.mean(losses[-20:]):.4f} ({(time.time() - started) / 60:.1f} min)")
-            if deadline and time.time() > deadline:
-                break
+
+    def step(it: int, _lr: float) -> torch.Tensor:
+        epoch, b = divmod(it, per_epoch)
+        idx = order[b * bs:(b + 1) * bs]
+        x = torch.stack([
+            to_tensor(pad_square(augment(tx[i], cfg.data.augment, np.random.default_rng([cfg.seed, epoch, int(i)])), size))
+            for i in idx
+        ])
+        y = torch.from_numpy(ty[idx])
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.optim.bf16_autocast):
+            logits = model(x)
+        return loss_fn(logits.float(), y)
+
+    def after_step(it: int, losses: list[float]) -> bool:
+        if len(losses) % 20 == 0:
+            log(f"epoch {it // per_epoch + 1} batch {len(losses)} loss {np.mean(losses[-20:]):.4f} "
+                f"({(time.time() - started) / 60:.1f} min)")
+        return bool(deadline and time.time() > deadline)
+
+    def end_epoch(epoch: int, losses: list[float]) -> bool:
+        nonlocal best, best_epoch
         recalibrate_batchnorm(model, tx, size, cfg.optim.bn_recalibration_batches, bs, cfg.seed + epoch)
         pred, _ = predict_pool(model, vx, size)
         m = scalp_metrics(vy, pred, INDICATORS)
         score = m["overall_macro_f1"]
-        history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else None,
+        history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)),
                         "val_macro_f1": score, "val_hamming": m["hamming_accuracy"],
                         "minutes": round((time.time() - started) / 60, 2)})
         log(json.dumps(history[-1]))
@@ -153,10 +156,13 @@ def train(cfg: ScalpTrainConfig, out_dir: Path, cache_dir: Path | None = None, l
             save_weights_fp16(model, weights_path)
         elif epoch + 1 - best_epoch >= cfg.optim.early_stop_patience:
             log(f"early stop: no validation macro-F1 gain for {cfg.optim.early_stop_patience} epochs")
-            break
+            return True
         if deadline and time.time() > deadline:
             log(f"stopped at the {cfg.optim.max_minutes} min wall-time cap")
-            break
+            return True
+        return False
+
+    run_epochs(step, opt, None, cfg.optim.epochs, per_epoch, end_epoch, begin_epoch=begin_epoch, after_step=after_step)
     summary = {"best_epoch": best_epoch, "best_val_macro_f1": best, "history": history,
                "weights": str(weights_path), "minutes": round((time.time() - started) / 60, 2)}
     (out_dir / "training_history.json").write_text(json.dumps(summary, indent=2))
