@@ -16,15 +16,13 @@ quotes) and ``contact_sheet_N.png`` (photo | truth | each method's prediction).
 """
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-import cv2
 import numpy as np
 
-from ..metrics import confusion, dice, f_vitiligo, spearman
+from ..metrics import confusion, dice, f_vitiligo
+from ..report import Metric, breakdown, mean_of, sheet_row, spearman_of, write_contact_sheets, write_report
 from ..skin_reference import colour_rule_mask
 from .synthetic import SyntheticSample, sample_rng
 from .vitiligo_generator import EXTENT_BINS, extent_bin, fitzpatrick_of_type, generate_face_sample
@@ -38,6 +36,12 @@ CLOSEUP_FACTORS = ("extent", "skin_type", "background", "roi_size")
 # given), or -> (lesion mask, own visible-skin mask) for methods that find the skin
 # themselves (close-ups: the denominator is part of what is measured).
 Method = Callable[[np.ndarray, np.ndarray], "np.ndarray | tuple[np.ndarray, np.ndarray]"]
+# Per method: mean Dice, mean |F-Vitiligo error| (points), Spearman of measured vs true F-Vitiligo.
+SUITE_METRICS = (
+    Metric("dice", "Dice", mean_of("{method}_dice"), "{:.3f}"),
+    Metric("abs_error", "abs err (pp)", mean_of("{method}_abs_error"), "{:.2f}"),
+    Metric("spearman", "Spearman", spearman_of("f_vitiligo_true", "{method}_f_vitiligo"), "{:.2f}"),
+)
 
 
 def suite_samples(n: int, seed: int) -> Iterator[tuple[str, SyntheticSample]]:
@@ -72,14 +76,6 @@ def factor_levels(sample: SyntheticSample, true_percent: float) -> dict[str, str
     }
 
 
-@dataclass
-class MethodResult:
-    name: str
-    dice: float
-    f_vitiligo: float
-    mask: np.ndarray
-
-
 def model_method(segmenter, threshold: float = 0.5) -> Method:
     """The shipped network through the app's entry point."""
     def run(rgb: np.ndarray, skin: np.ndarray) -> np.ndarray:
@@ -94,15 +90,14 @@ def run_suite(methods: dict[str, Method], samples: Iterable[tuple[str, Synthetic
 
     A method that returns only a lesion mask is scored inside the true skin (faces); one
     that returns (lesion, skin) is scored on the whole image and its F-Vitiligo is lesion
-    over its own skin (close-ups)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    over its own skin (close-ups). The breakdown and files come from ``models.report``."""
     rows: list[dict] = []
-    sheet: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, list[MethodResult]]] = []
+    sheet: list[np.ndarray] = []
     for name, s in samples:
         truth = s.lesion_mask & s.skin_mask
         true_pct = f_vitiligo(truth, s.skin_mask)
-        levels = factor_levels(s, true_pct)
-        results = []
+        row = {"name": name, "f_vitiligo_true": true_pct, **factor_levels(s, true_pct)}
+        shown = []
         for mname, method in methods.items():
             out = method(s.image, s.skin_mask)
             if isinstance(out, tuple):
@@ -111,109 +106,21 @@ def run_suite(methods: dict[str, Method], samples: Iterable[tuple[str, Synthetic
             else:
                 pred, own_skin = out & s.skin_mask, s.skin_mask
                 score = dice(confusion(pred, truth, s.skin_mask))
-            results.append(MethodResult(mname, score, f_vitiligo(pred, own_skin), pred))
-        row = {"name": name, "f_vitiligo_true": true_pct, **levels}
-        for r in results:
-            row[f"{r.name}_dice"] = r.dice
-            row[f"{r.name}_f_vitiligo"] = r.f_vitiligo
-            row[f"{r.name}_abs_error"] = abs(r.f_vitiligo - true_pct)
+            measured = f_vitiligo(pred, own_skin)
+            row[f"{mname}_dice"] = score
+            row[f"{mname}_f_vitiligo"] = measured
+            row[f"{mname}_abs_error"] = abs(measured - true_pct)
+            shown.append((f"{mname} {measured:.1f}% D{score:.2f}", pred))
         rows.append(row)
         if len(sheet) < sheet_rows * n_sheets:
-            sheet.append((name, s.image, s.skin_mask, truth, results))
+            sheet.append(sheet_row(s.image, truth, shown, name, f"truth {true_pct:.1f}%"))
     if not rows:
         raise ValueError("no samples")
-    summary = {"n_images": len(rows), "methods": list(methods), "title": title,
-               "overall": _group_stats(rows, methods), "breakdown": {}}
-    for factor in factors:
-        levels = sorted({r[factor] for r in rows}, key=_level_order)
-        summary["breakdown"][factor] = {lv: _group_stats([r for r in rows if r[factor] == lv], methods)
-                                        for lv in levels}
+    summary = breakdown(rows, list(methods), SUITE_METRICS, factors, title)
     summary["per_image"] = rows
-    with open(out_dir / "suite.json", "w", encoding="utf-8") as fh:
-        json.dump(summary, fh, indent=2)
-    (out_dir / "suite.md").write_text(markdown_tables(summary), encoding="utf-8")
-    for k in range(0, len(sheet), sheet_rows):
-        write_contact_sheet(sheet[k:k + sheet_rows], out_dir / f"contact_sheet_{k // sheet_rows + 1}.png")
+    write_report(summary, out_dir)
+    write_contact_sheets(sheet, out_dir, sheet_rows)
     return summary
-
-
-def _level_order(level: str) -> tuple[float, str]:
-    """Numeric levels (extent bins, sizes, roman skin types) in natural order."""
-    roman = {v: k for k, v in ROMAN.items()}
-    if level in roman:
-        return float(roman[level]), level
-    head = level.split("-")[0].split(" ")[0]
-    try:
-        return float(head), level
-    except ValueError:
-        return 1e9, level
-
-
-def _group_stats(rows: list[dict], methods: Iterable[str]) -> dict[str, dict[str, float]]:
-    out = {}
-    truth = [r["f_vitiligo_true"] for r in rows]
-    for m in methods:
-        out[m] = {"n": len(rows),
-                  "dice": float(np.mean([r[f"{m}_dice"] for r in rows])),
-                  "abs_error": float(np.mean([r[f"{m}_abs_error"] for r in rows])),
-                  "spearman": spearman(truth, [r[f"{m}_f_vitiligo"] for r in rows])}
-    return out
-
-
-def markdown_tables(summary: dict) -> str:
-    """One table per factor: level, n, then Dice / |error| / Spearman per method."""
-    methods = summary["methods"]
-    head = "| level | n | " + " | ".join(f"{m} Dice | {m} abs err (pp) | {m} Spearman" for m in methods) + " |"
-    sep = "|---|---|" + "---|---|---|" * len(methods)
-
-    def line(level: str, stats: dict) -> str:
-        cells = []
-        for m in methods:
-            st = stats[m]
-            rho = "n/a" if np.isnan(st["spearman"]) else f"{st['spearman']:.2f}"
-            cells.append(f"{st['dice']:.3f} | {st['abs_error']:.2f} | {rho}")
-        return f"| {level} | {stats[methods[0]]['n']} | " + " | ".join(cells) + " |"
-
-    parts = [f"n = {summary['n_images']} {summary.get('title', 'samples')}\n", "### overall\n", head, sep,
-             line("all", summary["overall"]), ""]
-    for factor, levels in summary["breakdown"].items():
-        parts += [f"### by {factor}\n", head, sep]
-        parts += [line(level, stats) for level, stats in levels.items()]
-        parts.append("")
-    return "\n".join(parts)
-
-
-def _tile(image: np.ndarray, size: int) -> np.ndarray:
-    h, w = image.shape[:2]
-    s = size / max(h, w)
-    small = cv2.resize(image, (max(1, int(w * s)), max(1, int(h * s))), interpolation=cv2.INTER_AREA)
-    out = np.zeros((size, size, 3), np.uint8)
-    y0, x0 = (size - small.shape[0]) // 2, (size - small.shape[1]) // 2
-    out[y0:y0 + small.shape[0], x0:x0 + small.shape[1]] = small if small.ndim == 3 else small[..., None]
-    return out
-
-
-def _mask_view(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """The photo dimmed, lesion pixels magenta: readable on any skin colour."""
-    out = (image.astype(np.float32) * 0.45).astype(np.uint8)
-    out[mask] = (255, 0, 200)
-    return out
-
-
-def write_contact_sheet(items: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, list[MethodResult]]], path: Path,
-                        tile: int = 192) -> None:
-    """Rows of photo | truth | one column per method, F-Vitiligo and Dice written on each."""
-    rows = []
-    for name, image, skin, truth, results in items:
-        tiles = [_tile(image, tile), _tile(_mask_view(image, truth), tile)]
-        labels = [name, f"truth {f_vitiligo(truth, skin):.1f}%"]
-        for r in results:
-            tiles.append(_tile(_mask_view(image, r.mask), tile))
-            labels.append(f"{r.name} {r.f_vitiligo:.1f}% D{r.dice:.2f}")
-        for t, text in zip(tiles, labels):
-            cv2.putText(t, text, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (255, 255, 0), 1, cv2.LINE_AA)
-        rows.append(np.concatenate(tiles, 1))
-    cv2.imwrite(str(path), np.concatenate(rows, 0)[..., ::-1])
 
 
 def default_methods(segmenter=None, threshold: float = 0.5, names: Iterable[str] = ("model", "colour_rule")

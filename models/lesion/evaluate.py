@@ -5,10 +5,11 @@
     python -m models.lesion.evaluate --suite --n 200 --weights W.pt --out runs/suite_closeup
 
 ``--suite``: the issue-10 evaluation suite on generator-v2 close-ups
-(``models.facial.evaluation_suite``): Dice and "% of visible skin" error and Spearman by extent
-bin, skin type, background (none, light wall/fabric/glitter, other) and image size, for
-the network and for the colour rule (L* above Otsu inside the network's own skin mask),
-with contact sheets.
+(``models.facial.evaluation_suite`` scores each image; the breakdown, ``suite.md`` /
+``suite.json`` and contact sheets come from ``models.report``, as for every task): Dice and
+"% of visible skin" error and Spearman by extent bin, skin type, background (none, light
+wall/fabric/glitter, other) and image size, for the network and for the colour rule
+(L* above Otsu inside the network's own skin mask).
 
 Per weights file: lesion F1 (the paper's metric), IoU, precision, recall, pooled over the
 held-out set (confusion summed over images), plus visible-skin IoU. Writes

@@ -10,7 +10,7 @@
 | `train.py`, `evaluate.py` | CLIs (`python -m models.prick.train --help`, `python -m models.prick.evaluate --help`) |
 | `inference.py` | `PrickSegmenter.load()` / `.predict(rgb)` -> full-resolution erythema and wheal masks; `.predict_panel(rgb)` adds prick-site marks |
 | `panel.py` | panel YAML config, grid fit (calibration + uncertainty), site matching, positive/negative/not readable, validity |
-| `evaluate_arms.py` | held-out panels read as the app reads them: Dice, reactions found, areas, diameters in mm, Bland-Altman |
+| `evaluate_arms.py` | held-out panels read as the app reads them: Dice, reactions found, areas, diameters in mm, Bland-Altman; the `models.report` breakdown by skin type, size and view (`suite.md`/`suite.json`, contact sheet) |
 """
 
 # Label map values (training masks, generator output, folder datasets).

@@ -12,7 +12,11 @@ given for frontal views, the panel grid calibrates oblique ones). Reports:
   false reactions: truth-negative sites given one;
 - total wheal and erythema area per photograph vs the truth (relative error; the Bar is 15 %);
 - wheal and flare mean diameter per site vs the truth (mm): mean absolute error and
-  Bland-Altman (the paper's figure), written to OUT/bland_altman.png, numbers to OUT/metrics.json.
+  Bland-Altman (the paper's figure), written to OUT/bland_altman.png, numbers to OUT/metrics.json;
+- the breakdown every task's evaluation writes (``models.report``): mean Dice reaction / wheal
+  and median absolute total-area error by skin type (I-II, III-IV, V-VI), photograph size and
+  view (frontal / oblique), in OUT/suite.md and OUT/suite.json, and OUT/contact_sheet_1.png
+  (photograph | true reaction | the model's kept reactions).
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from models.metrics import confusion, dice
+from models.report import Metric, breakdown, mean_of, median_abs_of, sheet_row, write_contact_sheets, write_report
 
 from .measure import bland_altman, drop_strokes, find_reactions
 from .panel import LayoutConfig, PanelConfig, PanelSiteConfig, read_panel
@@ -32,6 +37,15 @@ from .synthetic import generate_sample
 SIZES = [(384, 512), (768, 1024), (1536, 2048), (3000, 4000)]
 SEED = 9013
 VAL_SEED = 7031  # threshold tuning (validation); never the test seed
+FACTORS = ("skin_type", "image_size", "view")
+SKIN_TYPE_GROUPS = {1: "I-II", 2: "I-II", 3: "III-IV", 4: "III-IV", 5: "V-VI", 6: "V-VI"}
+# The model card's columns: mean Dice and median |relative error| of the photograph's total area.
+METRICS = (
+    Metric("dice_reaction", "Dice reaction", mean_of("dice_erythema"), "{:.2f}"),
+    Metric("dice_wheal", "Dice wheal", mean_of("dice_wheal"), "{:.2f}"),
+    Metric("area_error_reaction", "median area err reaction", median_abs_of("erythema_area_rel_error"), "{:.0%}"),
+    Metric("area_error_wheal", "median area err wheal", median_abs_of("wheal_area_rel_error"), "{:.0%}"),
+)
 
 
 def kept_masks(reactions, shape) -> tuple[np.ndarray, np.ndarray]:
@@ -50,7 +64,15 @@ def eval_panel(spacing_mm: float = 25.0) -> PanelConfig:
     return PanelConfig("evaluation 2x6", sites, spacing_mm=spacing_mm, layout=LayoutConfig(2, 6))
 
 
-def evaluate(segmenter, count: int, seed: int = SEED, min_reaction_model_px: int = 12, log=print) -> dict:
+def factor_levels(fitzpatrick: int, size: tuple[int, int], oblique: bool) -> dict[str, str]:
+    """The photograph's level of each factor of the breakdown."""
+    return {"skin_type": SKIN_TYPE_GROUPS.get(int(fitzpatrick), "n/a"), "image_size": f"{size[1]}x{size[0]}",
+            "view": "oblique" if oblique else "frontal"}
+
+
+def evaluate(segmenter, count: int, seed: int = SEED, min_reaction_model_px: int = 12, log=print,
+             sheet: list[np.ndarray] | None = None, sheet_rows: int = 12) -> dict:
+    """Read ``count`` held-out panels; with ``sheet``, its first rows of the contact sheet are appended."""
     panel = eval_panel()
     conf = {"erythema": None, "wheal": None}
     per_image = []
@@ -76,7 +98,8 @@ def evaluate(segmenter, count: int, seed: int = SEED, min_reaction_model_px: int
         rec = {"index": i, "size": list(size), "fitzpatrick": s.fitzpatrick, "oblique": s.oblique,
                "calibration": reading.calibration, "seconds": round(seconds, 2),
                "dice_erythema": dice(confusion(pred.erythema, truth_ery)),
-               "dice_wheal": dice(confusion(pred.wheal, truth_wh))}
+               "dice_wheal": dice(confusion(pred.wheal, truth_wh)),
+               **factor_levels(s.fitzpatrick, size, s.oblique)}
         for name, p, t in (("erythema", pred.erythema, truth_ery), ("wheal", pred.wheal, truth_wh)):
             tn, pn = int(t.sum()), int(p.sum())
             rec[f"{name}_area_rel_error"] = (pn - tn) / tn if tn else None
@@ -93,6 +116,9 @@ def evaluate(segmenter, count: int, seed: int = SEED, min_reaction_model_px: int
                 diam["wheal"].append((got.wheal_mm, truth.wheal_mm))
                 diam["flare"].append((got.flare_mm, truth.erythema_mm))
         per_image.append(rec)
+        if sheet is not None and len(sheet) < sheet_rows:
+            sheet.append(sheet_row(s.image, truth_ery, [(f"model D{rec['dice_erythema']:.2f}", pred.erythema)],
+                                   f"{i}: type {s.fitzpatrick}", "true reaction"))
         log(f"{i}: {size[1]}x{size[0]} type {s.fitzpatrick}{' oblique' if s.oblique else ''} "
             f"dice ery {rec['dice_erythema']:.3f} wheal {rec['dice_wheal']:.3f} "
             f"area err ery {rec['erythema_area_rel_error']} wheal {rec['wheal_area_rel_error']} ({seconds:.1f} s)")
@@ -196,16 +222,24 @@ def main(argv: list[str] | None = None) -> int:
         seg.config.model.thresholds = (reaction_t, wheal_t, seg.config.model.thresholds[2])
         save_config(seg.config, Path(args.weights).with_suffix(".yaml"))
         seg = PrickSegmenter.load(args.weights)
-    result = evaluate(seg, args.count, args.seed, log=lambda line: print(line, flush=True))
+    sheet: list[np.ndarray] = []
+    result = evaluate(seg, args.count, args.seed, log=lambda line: print(line, flush=True), sheet=sheet)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(result, indent=1))
     plot(result, out / "bland_altman.png")
+    report = breakdown(result["per_image"], ["model"], METRICS, FACTORS,
+                       f"held-out synthetic 2x6 panels (seed {args.seed}, {Path(args.weights).name})")
+    report["per_image"] = result["per_image"]
+    write_report(report, out)
+    write_contact_sheets(sheet, out)
     summary = {k: result[k] for k in ("pooled_dice", "mean_dice", "reactions", "area_rel_error", "diameter_mm")}
     for k in ("wheal", "flare"):
         summary[f"bland_altman_{k}"] = {m: round(v, 3) for m, v in result["bland_altman"][k].items()
                                         if m in ("mean_difference", "loa_lower", "loa_upper", "n")}
     print(json.dumps(summary, indent=1))
+    print((out / "suite.md").read_text(encoding="utf-8"))
+    print(f"wrote {out}/metrics.json, bland_altman.png, suite.json, suite.md, contact_sheet_1.png")
     return 0
 
 
