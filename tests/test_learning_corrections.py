@@ -146,6 +146,9 @@ def test_close_up_corrections_fine_tune_the_close_up_model(tmp_path):
     assert evaluation["candidate"]["held_out"]["n"] == len(ts.split("vitiligo_lesion")[1])
     card = candidate.weights.with_suffix(".md").read_text()
     assert "models.lesion" in card and "1.2.3." not in card
+    from models.model_card import check_model_card
+
+    assert check_model_card(card, candidate.name, candidate.version, candidate=True) == []
 
 
 def test_prick_test_corrections_fine_tune_the_prick_model(tmp_path):

@@ -299,6 +299,10 @@ def _date(text: str) -> str:
 
 
 def model_card(app: str, version: str, base: ModelVersion, info: dict[str, Any]) -> str:
+    """The candidate's card, in the one format of ``models/model_card.py`` (Speed left out:
+    nothing is benchmarked on the node that trains it). Counts and dates only, no identifiers."""
+    from models.model_card import title
+
     e, d, r = info["evaluation"], info["data"], info["recipe"]
     row = "| {} | {:.4f} | {:.4f} | {:.2f} | {} |"
 
@@ -313,13 +317,18 @@ def model_card(app: str, version: str, base: ModelVersion, info: dict[str, Any])
 
     dates = d["photograph_date_range"]
     return "\n".join([
-        f"# {app}: local model {version}",
+        title(base.name, version),
         "",
-        f"Fine-tuned on this node from `{base.id}` ({base.name} {base.version}, weights SHA-256 "
-        f"`{base.weights_sha256}`) on dermatologists' corrected segmentations stored in the local PACS.",
+        f"Local model of `{app}`, fine-tuned on this node from `{base.id}` ({base.name} {base.version}, "
+        f"weights SHA-256 `{base.weights_sha256}`) on dermatologists' corrected segmentations stored in the "
+        "local PACS.",
         "",
         "**Not for clinical use until validated locally.** This card lists counts and dates only; "
         "the training photographs stay on this node (private, pruned by the retention policy).",
+        "",
+        "Trained only on our own data: this node's corrected photographs (Data) and samples from dermpacs' "
+        f"own synthetic generator (replay, Recipe), starting from `{base.id}`, whose card states its own "
+        "training data.",
         "",
         "## Data",
         f"- local photographs used for training: {d['local_photographs_train']}",
@@ -334,7 +343,7 @@ def model_card(app: str, version: str, base: ModelVersion, info: dict[str, Any])
         f"{r['learning_rate']} (poly decay), input {r['input_size'] or 'as the base model'}",
         f"- held-out share: {r['holdout_percent']} % of photographs, fixed by a hash of each photograph",
         "",
-        "## Evaluation (candidate vs the model active when it was trained)",
+        "## Evaluation: candidate vs the model active when it was trained",
         "",
         "Held-out local corrections:",
         "",
@@ -350,6 +359,18 @@ def model_card(app: str, version: str, base: ModelVersion, info: dict[str, Any])
         "",
         f"Verdict on the held-out set: **{e['verdict']}** (mean Dice {e['delta']['held_out_mean_dice']:+.4f}; "
         f"synthetic {e['delta']['synthetic_mean_dice']:+.4f}).",
+        "",
+        "## Intended use",
+        f"A candidate to replace the active `{app}` model on this node, once an administrator (or the "
+        "configured promotion rule) has compared it with the active one on the numbers above and it has "
+        "been validated locally.",
+        "",
+        "## Limitations",
+        f"- Judged on {d['local_photographs_held_out']} held-out local photograph(s) from the same node, "
+        "cameras and correctors as the training set: not an external validation.",
+        f"- Everything the card of `{base.id}` ({base.name} {base.version}) lists as limitations still applies.",
+        "- Speed not measured here: the network is the base model's (its card gives its speed), at the input "
+        "size in Recipe.",
         "",
     ])
 
