@@ -9,19 +9,10 @@ import yaml
 from models.model_card import REQUIRED_SECTIONS, check_model_card, check_weights_bundle
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "models" / "weights"
-# Cards being rewritten on another branch; their test runs (and must pass) once they conform.
-NOT_YET_CONFORMANT = {"facial_vitiligo_ddrnet23slim"}
 
 
 def _bundle_params() -> list:
-    params = []
-    for card in sorted(WEIGHTS.glob("*.md")):
-        marks = ()
-        if card.stem in NOT_YET_CONFORMANT:
-            marks = (pytest.mark.xfail(reason="card rewritten elsewhere; remove from NOT_YET_CONFORMANT when "
-                                              "it has the sections of models/model_card.py", strict=False),)
-        params.append(pytest.param(card, id=card.stem, marks=marks))
-    return params
+    return [pytest.param(card, id=card.stem) for card in sorted(WEIGHTS.glob("*.md"))]
 
 
 @pytest.mark.parametrize("card", _bundle_params())
