@@ -5,6 +5,11 @@ from its Series Description / Protocol Name, or the one configured for the app),
 per-reaction SR groups are replaced by one group per panel site named by its allergen,
 one per reaction outside the grid, and one for the test (validity, controls, scale and
 how it was obtained). Without a panel the per-reaction reading stays as it is.
+When the site verifier is shipped (``models/weights/skin_prick_site_verifier.pt``) the
+reading looks at every site at full resolution (``models.prick.verifier``): a small
+reaction that is only the puncture mark is dropped (from the SR and the SEG), and an empty
+site that looks reacting reads "not readable" (reaction suspected) instead of negative.
+Without those weights the reading is as before.
 Each group stays within OHIF's five visible lines (DESIGN.md) even when the longitudinal
 step adds "at previous visit" and "change" lines to it: a site has at most three (wheal,
 flare, result; the wheal minus the saline's is in results.json), the test three (valid,
@@ -59,8 +64,15 @@ def _site_code(site) -> Code | None:
 class SkinPrickPanelStep:
     step_name = "skin prick panel reading"
 
-    def __init__(self, panels: list | None = None) -> None:
+    def __init__(self, panels: list | None = None, verifier="shipped") -> None:
+        """``verifier``: a ``models.prick.verifier.SiteVerifier``, None (no verification) or
+        "shipped" (the shipped weights when they exist, else none)."""
         self.panels = configured_panels() if panels is None else panels
+        if verifier == "shipped":
+            from models.prick.verifier import SiteVerifier
+
+            verifier = SiteVerifier.load_default()
+        self.verifier = verifier
 
     def process(self, case: PhotoCase) -> None:
         from models.prick.panel import choose_panel, read_panel
@@ -74,9 +86,12 @@ class SkinPrickPanelStep:
         reactions = case.findings.get("prick_reactions", [])
         marks = case.findings.get("prick_site_marks", [])
         shape = case.photo.pixels.shape[:2]
-        reading = read_panel(panel, reactions, marks, shape, case.photo.pixel_spacing_mm)
+        check = self.verifier.bind(case.photo.pixels) if self.verifier is not None else None
+        reading = read_panel(panel, reactions, marks, shape, case.photo.pixel_spacing_mm, site_check=check)
         case.findings["prick_panel_reading"] = reading
-        reactions = reading.reactions  # merged flares split between their sites
+        reactions = reading.reactions  # merged flares split between their sites (dropped ones left out)
+        if reading.dropped_reactions:  # the SEG holds what the SR reports
+            self._keep_segments(case, reactions, shape)
         mm = reading.calibration != "none"
         length = codes.MILLIMETER if mm else codes.PIXEL_LENGTH
         px_per_mm = reading.fit.px_per_mm if reading.fit is not None else (1 / reading.mm_per_px if mm else 1.0)
@@ -142,9 +157,27 @@ class SkinPrickPanelStep:
             "panel_length_unit": length.value,
             "panel_sites": sites_out,
             "unmatched_reactions": unmatched_out,
+            "site_verifier": None if self.verifier is None else
+            f"{self.verifier.config.name} {self.verifier.config.version}",
+            "dropped_as_puncture_marks": [[round(v, 1) for v in r.centroid_xy] for r in reading.dropped_reactions],
         })
         # "sites" (per reaction) stays last for the overlay (it prints the first keys).
         case.summary["sites"] = case.summary.pop("sites", [])
+
+    @staticmethod
+    def _keep_segments(case: PhotoCase, reactions: list, shape) -> None:
+        from .cases import SegmentResult
+        from .skin_prick_measurement import ERYTHEMA_SEGMENT, WHEAL_SEGMENT
+
+        if not reactions:
+            case.segments = []
+            return
+        ery, wh = np.zeros(shape, bool), np.zeros(shape, bool)
+        for r in reactions:
+            x0, y0, x1, y1 = r.bbox
+            ery[y0:y1, x0:x1] |= r.erythema
+            wh[y0:y1, x0:x1] |= r.wheal
+        case.segments = [SegmentResult(ERYTHEMA_SEGMENT, ery), SegmentResult(WHEAL_SEGMENT, wh)]
 
     @staticmethod
     def _diameters(r, reading, mm: bool) -> tuple[float, float]:
@@ -204,5 +237,5 @@ class SkinPrickPanelStep:
 
 
 class SkinPrickPanelOperator(StepOperator):
-    def __init__(self, fragment: Fragment, *args, panels: list | None = None, **kwargs) -> None:
-        super().__init__(fragment, *args, step=SkinPrickPanelStep(panels), **kwargs)
+    def __init__(self, fragment: Fragment, *args, panels: list | None = None, verifier="shipped", **kwargs) -> None:
+        super().__init__(fragment, *args, step=SkinPrickPanelStep(panels, verifier), **kwargs)

@@ -71,13 +71,17 @@ def factor_levels(fitzpatrick: int, size: tuple[int, int], oblique: bool) -> dic
 
 
 def evaluate(segmenter, count: int, seed: int = SEED, min_reaction_model_px: int = 12, log=print,
-             sheet: list[np.ndarray] | None = None, sheet_rows: int = 12) -> dict:
-    """Read ``count`` held-out panels; with ``sheet``, its first rows of the contact sheet are appended."""
+             sheet: list[np.ndarray] | None = None, sheet_rows: int = 12, verifier=None) -> dict:
+    """Read ``count`` held-out panels; with ``sheet``, its first rows of the contact sheet are appended.
+    With ``verifier`` (``models.prick.verifier.SiteVerifier``) the reading second-guesses the
+    small reactions and the empty sites as the app does when the verifier is shipped."""
     panel = eval_panel()
     conf = {"erythema": None, "wheal": None}
     per_image = []
     diam = {"wheal": [], "flare": []}
     found = missed = false_pos = 0
+    suspected = {"reacting": 0, "quiet": 0}  # empty sites the verifier flagged, by truth
+    dropped = {"reacting": 0, "quiet": 0}  # matched reactions the verifier dropped, by truth
     missed_sizes = []
     for i in range(count):
         size = SIZES[i % len(SIZES)]
@@ -89,7 +93,10 @@ def evaluate(segmenter, count: int, seed: int = SEED, min_reaction_model_px: int
         reactions = drop_strokes(find_reactions(pred.erythema, pred.wheal, min_area_px=min_px))
         pred.erythema, pred.wheal = kept_masks(reactions, s.label.shape)  # what the SEG holds
         spacing = None if s.oblique else (1 / s.px_per_mm, 1 / s.px_per_mm)
-        reading = read_panel(panel, reactions, pred.site_marks_xy, s.label.shape, spacing)
+        reading = read_panel(panel, reactions, pred.site_marks_xy, s.label.shape, spacing,
+                             site_check=verifier.bind(s.image) if verifier is not None else None)
+        if reading.dropped_reactions:  # the SEG holds what the reading kept
+            pred.erythema, pred.wheal = kept_masks(reading.reactions, s.label.shape)
         seconds = time.perf_counter() - t0
         truth_ery, truth_wh = s.label >= 1, s.label == 2
         for name, p, t in (("erythema", pred.erythema, truth_ery), ("wheal", pred.wheal, truth_wh)):
@@ -105,6 +112,10 @@ def evaluate(segmenter, count: int, seed: int = SEED, min_reaction_model_px: int
             rec[f"{name}_area_rel_error"] = (pn - tn) / tn if tn else None
         for truth, got in zip(s.sites, reading.sites):
             reacts = truth.wheal_mm > 0 or truth.erythema_mm > 0
+            if got.reason.startswith("reaction suspected"):
+                suspected["reacting" if reacts else "quiet"] += 1
+            elif got.reason.startswith("puncture mark only"):
+                dropped["reacting" if reacts else "quiet"] += 1
             if reacts and got.reaction is not None:
                 found += 1
             elif reacts:
@@ -127,6 +138,10 @@ def evaluate(segmenter, count: int, seed: int = SEED, min_reaction_model_px: int
            "mean_dice": {k: 100 * float(np.mean([r[f"dice_{k}"] for r in per_image])) for k in conf},
            "reactions": {"truth": found + missed, "found": found, "missed": missed, "false": false_pos,
                          "missed_sizes_wheal_flare_mm": missed_sizes},
+           "verifier": None if verifier is None else {
+               "weights": str(verifier.weights_path), "threshold": verifier.threshold,
+               "max_wheal_mm": verifier.max_wheal_mm, "dropped_at_sites": dropped,
+               "suspected_at_sites": suspected},
            "area_rel_error": {}, "diameter_mm": {}, "bland_altman": {}, "per_image": per_image}
     for k in ("erythema", "wheal"):
         errs = [abs(r[f"{k}_area_rel_error"]) for r in per_image if r[f"{k}_area_rel_error"] is not None]
@@ -209,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--count", type=int, default=24)
     p.add_argument("--seed", type=int, default=SEED)
     p.add_argument("--out", required=True)
+    p.add_argument("--verifier", default=None, metavar="PT",
+                   help="read with the site verifier (e.g. models/weights/skin_prick_site_verifier.pt), as the "
+                        "app does when it is shipped")
     p.add_argument("--tune-thresholds", type=int, default=0, metavar="N",
                    help="first choose the reaction/wheal thresholds on N validation panels (seed 7031) "
                         "and write them into the weights' YAML")
@@ -223,7 +241,13 @@ def main(argv: list[str] | None = None) -> int:
         save_config(seg.config, Path(args.weights).with_suffix(".yaml"))
         seg = PrickSegmenter.load(args.weights)
     sheet: list[np.ndarray] = []
-    result = evaluate(seg, args.count, args.seed, log=lambda line: print(line, flush=True), sheet=sheet)
+    verifier = None
+    if args.verifier:
+        from .verifier import SiteVerifier
+
+        verifier = SiteVerifier.load(args.verifier)
+    result = evaluate(seg, args.count, args.seed, log=lambda line: print(line, flush=True), sheet=sheet,
+                      verifier=verifier)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(result, indent=1))
@@ -233,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     report["per_image"] = result["per_image"]
     write_report(report, out)
     write_contact_sheets(sheet, out)
-    summary = {k: result[k] for k in ("pooled_dice", "mean_dice", "reactions", "area_rel_error", "diameter_mm")}
+    summary = {k: result[k] for k in ("pooled_dice", "mean_dice", "reactions", "verifier", "area_rel_error",
+                                      "diameter_mm")}
     for k in ("wheal", "flare"):
         summary[f"bland_altman_{k}"] = {m: round(v, 3) for m, v in result["bland_altman"][k].items()
                                         if m in ("mean_difference", "loa_lower", "loa_upper", "n")}

@@ -323,15 +323,23 @@ class PanelReading:
     fit: GridFit | None
     negative_control_wheal_mm: float | None = None
     reactions: list = field(default_factory=list)  # the reactions the indices refer to (merged ones split)
+    dropped_reactions: list = field(default_factory=list)  # small ones the site verifier found to be puncture marks
 
 
 def read_panel(panel: PanelConfig, reactions: list, marks_xy, image_shape: tuple[int, int],
-               pixel_spacing: tuple[float, float] | None = None) -> PanelReading:
+               pixel_spacing: tuple[float, float] | None = None, site_check=None) -> PanelReading:
     """Fit the grid, match reactions to sites, measure in mm, decide each site and validity.
 
     ``reactions`` are ``models.prick.measure.Reaction`` (full-resolution crops); a reaction
     is matched to the nearest fitted site within 0.4 x spacing (by its wheal's centre when
     it has one), one reaction per site.
+
+    ``site_check`` (optional, ``models.prick.verifier.SiteCheck``: the site verifier bound
+    to the photograph) second-guesses the segmentation once the grid is fitted and a scale
+    is known (``verify_sites``): a matched reaction with a wheal below ``max_wheal_mm`` that
+    it scores as puncture mark only (below ``drop_below``) is dropped (the site reads negative; the reaction is in
+    ``dropped_reactions``), and a site with nothing matched that it scores as reacting reads
+    "not readable" (reaction suspected, not measurable) rather than negative.
     """
     from .measure import diameters
 
@@ -370,6 +378,19 @@ def read_panel(panel: PanelConfig, reactions: list, marks_xy, image_shape: tuple
     else:
         unmatched = list(range(len(reactions)))
 
+    verdicts: dict[int, tuple[str, float]] = {}
+    dropped: list = []
+    if site_check is not None and fit is not None and to_mm is not None:
+        verdicts = verify_sites(site_check, reactions, matched, site_xy, marks, image_shape, to_mm, mm_per_px,
+                                0.2 * panel.spacing_mm / mm_per_px)
+        gone = {matched.pop(k) for k, (v, _) in verdicts.items() if v == "puncture"}
+        dropped = [reactions[i] for i in sorted(gone)]
+        if gone:  # re-index what stays
+            new_index = {i: n for n, i in enumerate(i for i in range(len(reactions)) if i not in gone)}
+            reactions = [reactions[i] for i in new_index]
+            matched = {k: new_index[i] for k, i in matched.items()}
+            unmatched = [new_index[i] for i in unmatched]
+
     readings: list[SiteReading] = []
     for k, site in enumerate(panel.sites):
         x, y = site_xy[k]
@@ -386,8 +407,14 @@ def read_panel(panel: PanelConfig, reactions: list, marks_xy, image_shape: tuple
                 if to_mm is not None:
                     sr.wheal_mm = _mean_diameter_mm(r.wheal, to_mm)
                     sr.flare_mm = _mean_diameter_mm(r.erythema, to_mm)
+            elif k in verdicts and verdicts[k][0] == "suspected":
+                sr.reason = (f"reaction suspected (site verifier p = {verdicts[k][1]:.2f}) but not segmented: "
+                             "not measurable, read it by eye")
             elif to_mm is not None:
                 sr.wheal_mm = sr.flare_mm = 0.0
+                if k in verdicts and verdicts[k][0] == "puncture":
+                    sr.reason = (f"puncture mark only (site verifier p = {verdicts[k][1]:.2f}): "
+                                 "the segmentation's small reaction was dropped")
             if to_mm is None:
                 sr.reason = "no scale: neither Pixel Spacing nor a fitted grid"
         readings.append(sr)
@@ -432,7 +459,54 @@ def read_panel(panel: PanelConfig, reactions: list, marks_xy, image_shape: tuple
     if valid and not reasons:
         reasons.append("positive control reacted and negative control did not")
     return PanelReading(panel, readings, unmatched, valid, reasons, calibration, mm_per_px, unc, fit, baseline,
-                        reactions)
+                        reactions, dropped)
+
+
+def verify_sites(site_check, reactions: list, matched: dict[int, int], site_xy: np.ndarray, marks,
+                 image_shape: tuple[int, int], to_mm: np.ndarray, mm_per_px: float,
+                 mark_tol_px: float) -> dict[int, tuple[str, float]]:
+    """The site verifier's verdict on the sites the segmentation may have got wrong.
+
+    Checked: sites inside the photograph with a matched reaction whose wheal mean diameter
+    is below ``site_check.max_wheal_mm`` and whose flare is below ``max_flare_mm`` (looked at
+    on the reaction's centre; a reaction without any wheal only with ``check_flare_only``:
+    the U-Net's bloomed puncture dot is always a "wheal" as wide as its "flare", and a 10 mm
+    window inside a wider flare sees only even redness) and sites with
+    nothing matched (looked at on the nearest prick mark within ``mark_tol_px``, else the
+    fitted position). Returns {site: ("puncture" | "suspected" | "agrees", probability)}.
+    """
+    h, w = image_shape
+    marks = np.asarray(marks if marks is not None else [], np.float64).reshape(-1, 2)
+    sites, xys = [], []
+    for k, (x, y) in enumerate(site_xy):
+        if not (0 <= x < w and 0 <= y < h):
+            continue
+        i = matched.get(k)
+        if i is not None:
+            if not reactions[i].wheal.any() and not getattr(site_check, "check_flare_only", False):
+                continue  # the bloomed puncture dot is always segmented as a wheal
+            if _mean_diameter_mm(reactions[i].wheal, to_mm) >= site_check.max_wheal_mm:
+                continue
+            if _mean_diameter_mm(reactions[i].erythema, to_mm) >= site_check.max_flare_mm:
+                continue  # a flare wider than the verifier's window: it would see only redness
+            xy = _centre(reactions[i])
+        elif len(marks):
+            d = np.linalg.norm(marks - (x, y), axis=1)
+            xy = tuple(marks[int(d.argmin())]) if d.min() <= mark_tol_px else (x, y)
+        else:
+            xy = (x, y)
+        sites.append(k)
+        xys.append(xy)
+    if not sites:
+        return {}
+    probs = site_check(np.array(xys, np.float64), 1.0 / mm_per_px)
+    out: dict[int, tuple[str, float]] = {}
+    for k, p in zip(sites, probs):
+        if k in matched:
+            out[k] = ("puncture" if p < getattr(site_check, "drop_below", site_check.threshold) else "agrees", float(p))
+        else:
+            out[k] = ("suspected" if p >= site_check.threshold else "agrees", float(p))
+    return out
 
 
 def _centre(r) -> tuple[float, float]:
