@@ -216,3 +216,23 @@ def test_engine_run_epochs_stops_early_cuts_an_epoch_short_and_checkpoints_task_
     save_checkpoint(tmp_path / "c.pt", model, opt, 6, {"best_epoch": 2})
     extra: dict = {}
     assert load_checkpoint(tmp_path / "c.pt", model, opt, extra) == 6 and extra == {"best_epoch": 2}
+
+
+def test_weight_average_interpolates_floats_and_refuses_other_networks(tiny_run, tmp_path):
+    from models.average_weights import interpolate_state_dicts, main as average_main
+
+    out, state = tiny_run
+    other = {k: (v + 1 if torch.is_floating_point(v) else v) for k, v in state.items()}
+    mixed = interpolate_state_dicts(state, other, 0.25)
+    key = next(k for k in state if k.endswith("conv1.weight"))
+    assert torch.allclose(mixed[key].float(), state[key] + 0.25, atol=2e-3) and mixed[key].dtype == torch.float16
+    counters = [k for k in state if not torch.is_floating_point(state[k])]
+    assert all(torch.equal(mixed[k], other[k]) for k in counters)
+    with pytest.raises(ValueError, match="different tensors"):
+        interpolate_state_dicts(state, {k: v for k, v in state.items() if k != key}, 0.5)
+    with pytest.raises(ValueError, match="alpha"):
+        interpolate_state_dicts(state, other, 1.5)
+    torch.save(other, tmp_path / "b.pt")
+    average_main([str(out / "tiny.pt"), str(tmp_path / "b.pt"), "--alpha", "0", "--out", str(tmp_path / "c.pt")])
+    same = torch.load(tmp_path / "c.pt", weights_only=True)
+    assert torch.allclose(same[key].float(), state[key], atol=2e-3)
