@@ -161,8 +161,13 @@ class SkinPrickPanelStep:
             f"{self.verifier.config.name} {self.verifier.config.version}",
             "dropped_as_puncture_marks": [[round(v, 1) for v in r.centroid_xy] for r in reading.dropped_reactions],
         })
+        # Reactions the verifier dropped as puncture marks leave the per-reaction list and count too.
+        dropped = {tuple(round(v, 1) for v in r.centroid_xy) for r in reading.dropped_reactions}
+        kept = [s for s in case.summary.pop("sites", []) if tuple(s["centroid_xy"]) not in dropped]
+        if dropped:
+            case.summary["reactions"] = len(reactions)
         # "sites" (per reaction) stays last for the overlay (it prints the first keys).
-        case.summary["sites"] = case.summary.pop("sites", [])
+        case.summary["sites"] = kept
 
     @staticmethod
     def _keep_segments(case: PhotoCase, reactions: list, shape) -> None:
