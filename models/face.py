@@ -269,25 +269,35 @@ class FaceSkinMasker:
         lm = result.multi_face_landmarks[0].landmark
         return np.array([[p.x * cw, p.y * ch] for p in lm], dtype=np.float64) / scale + (x0, y0)
 
-    def _facemesh_polygons(self, rgb: np.ndarray, box: FaceBox) -> tuple[np.ndarray | None, list[np.ndarray]]:
-        """Face outline and excluded features from the median of several FaceMesh passes.
+    def median_landmarks(self, rgb: np.ndarray, box: FaceBox) -> np.ndarray | None:
+        """FaceMesh's landmarks (468, 2) of ``box``'s face: the median of several passes.
 
         One pass's landmarks move by several pixels under changes nobody can see (a JPEG
         re-encode, a 1-px shift, another CPU's SIMD kernels; benchmarks/facemesh_spread.py),
         most at the forehead, where the oval is an estimate rather than an edge. The median
         over crops of slightly different framing keeps the denominator of F-Vitiligo from
-        depending on that noise.
+        depending on that noise. None when no pass found a mesh, or the mesh landed on
+        something other than the detected face.
         """
+        # Each framing is downscaled from full resolution on its own (~75 ms of the budget on
+        # 12 MP). Cutting all five from one downscaled copy saved ~15 ms but widened the
+        # worst edge shift of benchmarks/facemesh_spread.py from 2.96 to 3.36 % of the face height.
         passes = [self._facemesh_landmarks(rgb, box, self.crop_factor * f) for f in self.mesh_crop_jitter]
         passes = [p for p in passes if p is not None]
         if not passes:
-            return None, []
+            return None
         pts = np.median(np.stack(passes), axis=0)
-        outline = pts[self._geometry.oval]
-        # A mesh that landed on something other than the detected face is not trusted.
-        cx, cy = outline.mean(axis=0)
+        cx, cy = pts[self._geometry.oval].mean(axis=0)
         if not (box.x0 <= cx <= box.x1 and box.y0 <= cy <= box.y1):
+            return None
+        return pts
+
+    def _facemesh_polygons(self, rgb: np.ndarray, box: FaceBox) -> tuple[np.ndarray | None, list[np.ndarray]]:
+        """Face outline and excluded features (eyes, brows, lips) from ``median_landmarks``."""
+        pts = self.median_landmarks(rgb, box)
+        if pts is None:
             return None, []
+        outline = pts[self._geometry.oval]
         features = [cv2.convexHull(pts[idx].astype(np.float32)).reshape(-1, 2) for idx in self._geometry.excluded]
         return outline, features
 

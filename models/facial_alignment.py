@@ -38,16 +38,7 @@ def face_landmarks(masker: FaceSkinMasker, rgb: np.ndarray) -> np.ndarray | None
     boxes = masker.detector.detect(rgb)
     if not boxes:
         raise NoFaceFoundError("no face found in the photograph")
-    box = boxes[0]
-    passes = [masker._facemesh_landmarks(rgb, box, masker.crop_factor * f) for f in masker.mesh_crop_jitter]
-    passes = [p for p in passes if p is not None]
-    if not passes:
-        return None
-    pts = np.median(np.stack(passes), axis=0)
-    cx, cy = pts.mean(axis=0)
-    if not (box.x0 <= cx <= box.x1 and box.y0 <= cy <= box.y1):
-        return None
-    return pts
+    return masker.median_landmarks(rgb, boxes[0])
 
 
 def _signed_areas(pts: np.ndarray, tri: np.ndarray) -> np.ndarray:
