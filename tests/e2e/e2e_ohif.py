@@ -231,7 +231,7 @@ def judge(report: dict, photo: Path, seg: Path | None, sr: Path, case: AppCase,
     unused = list(spans)
     on_screen = 0
     for group, line in expected_lines:
-        span = next((t for t in unused if t["text"].strip() == line.strip()), None)
+        span = _span_of_group([t for t in unused if t["text"].strip() == line.strip()], group, geometry.get("4-sr"))
         if span is None:
             problems.append(f"OHIF does not show '{line}' (texts: {[t['text'] for t in spans]})")
             continue
@@ -377,6 +377,17 @@ def _without_pixel_measures(ds: pydicom.Dataset) -> None:
     del ds.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence
 
 
+def _span_of_group(candidates: list[dict], group: dict, geometry: pixels.Geometry | None) -> dict | None:
+    """The span among equal texts that belongs to ``group``: the one nearest to where OHIF
+    anchors the group's text (outline's right edge + offset, at its mid-height). Several
+    sites can show the same line, e.g. two negative sites' blank "Wheal mean diameter:  mm"."""
+    if len(candidates) <= 1 or geometry is None or group.get("outline_xy") is None:
+        return candidates[0] if candidates else None
+    outline = pixels.image_to_screen(geometry, np.asarray(group["outline_xy"], float))
+    ax, ay = float(outline[:, 0].max()) + OHIF_TEXT_OFFSET_PX, float(outline[:, 1].mean())
+    return min(candidates, key=lambda t: abs(t["rect"][0] - ax) + abs(t["rect"][1] - ay))
+
+
 def _clipped_by_ohif_placement(rect: list[float], group: dict, geometry: pixels.Geometry | None,
                                viewports: list[list[float]]) -> str | None:
     """Why OHIF 3.13.2 itself put this text past the viewport's right edge, or None.
@@ -449,3 +460,9 @@ def test_only_ohif_placed_text_past_the_edge_is_excused():
     # Off the bottom (not the right end only), or without an outline: not excused.
     assert _clipped_by_ohif_placement([1520.0, 1020.0, 215.0, 16.0], at_edge, geometry, viewports) is None
     assert _clipped_by_ohif_placement([1520.0, 520.0, 215.0, 16.0], {"outline_xy": None}, geometry, viewports) is None
+    # Two groups showing the same line: each gets the span OHIF anchored beside its own outline.
+    spans = [{"text": "Wheal mean diameter:  mm", "rect": [1520.0, 520.0, 215.0, 16.0]},
+             {"text": "Wheal mean diameter:  mm", "rect": [835.0, 520.0, 215.0, 16.0]}]
+    assert _span_of_group(spans, in_middle, geometry) is spans[1]
+    assert _span_of_group(spans, at_edge, geometry) is spans[0]
+    assert _span_of_group(spans[:1], in_middle, geometry) is spans[0] and _span_of_group([], at_edge, geometry) is None
