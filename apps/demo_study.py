@@ -98,17 +98,24 @@ def make_demo_study(
     transfer_syntax: str = JPEGBaseline8Bit,
     pixel_spacing_mm: tuple[float, float] | None = None,
     paint: dict | None = None,
+    uid_seed: str | None = None,
 ) -> list[DemoPhotograph]:
     """Write one VL Photographic Image per view (one study, one series) into ``folder``.
 
     ``paint`` overrides the painter's arguments (e.g. ``size_range`` for confluent patches).
+    ``uid_seed`` makes the study, series and SOP Instance UIDs the same in every run (they
+    are random otherwise), e.g. where a rule keyed on the UID, such as the learning
+    hold-out split, must not change between runs.
     """
     folder.mkdir(parents=True, exist_ok=True)
     masker = masker or FaceSkinMasker()
     refiner = FaceSkinRefiner()  # the app refines the oval's edge by default (refine_face_edge)
     rng = np.random.default_rng(seed)
     portrait = astronaut_portrait(*size, seed=seed)
-    study_uid, series_uid = generate_uid(), generate_uid()
+    def uid(*parts: str) -> str:
+        return generate_uid(entropy_srcs=[uid_seed, *parts]) if uid_seed is not None else generate_uid()
+
+    study_uid, series_uid = uid("study"), uid("series")
     photographs = []
     for number, view in enumerate(views, start=1):
         painted, lesion, skin = paint_face(turn(portrait, view), masker, rng, refiner, **(paint or {}))
@@ -125,6 +132,8 @@ def make_demo_study(
             view=view,
             pixel_spacing_mm=pixel_spacing_mm,
         )
+        if uid_seed is not None:
+            ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = uid("photograph", view)
         path = folder / f"face_{view}.dcm"
         write_dataset(ds, path)
         photographs.append(DemoPhotograph(path, str(ds.SOPInstanceUID), view, f_vitiligo(lesion, skin), lesion, skin))
