@@ -162,8 +162,10 @@ class SkinPrickPanelStep:
             "dropped_as_puncture_marks": [[round(v, 1) for v in r.centroid_xy] for r in reading.dropped_reactions],
         })
         # Reactions the verifier dropped as puncture marks leave the per-reaction list and count too.
-        dropped = {tuple(round(v, 1) for v in r.centroid_xy) for r in reading.dropped_reactions}
-        kept = [s for s in case.summary.pop("sites", []) if tuple(s["centroid_xy"]) not in dropped]
+        # The measurement step wrote one record per reaction, in order; drop by identity.
+        dropped = {id(r) for r in reading.dropped_reactions}
+        measured = case.findings.get("prick_reactions", [])
+        kept = [rec for r, rec in zip(measured, case.summary.pop("sites", [])) if id(r) not in dropped]
         if dropped:
             case.summary["reactions"] = len(reactions)
         # "sites" (per reaction) stays last for the overlay (it prints the first keys).

@@ -184,6 +184,9 @@ def test_panel_photograph_is_read_site_by_site_with_grid_millimetres(prick_run):
     case = _cases(root)["prick_panel.dcm"]
     res = case["results"]
     assert res["panel"] == "Standard inhalant" and res["calibration"] == "panel_grid"
+    # Reactions the site verifier dropped as puncture marks leave the per-reaction list and count.
+    dropped = {tuple(xy) for xy in res["dropped_as_puncture_marks"]}
+    assert len(res["sites"]) == res["reactions"] and not dropped & {tuple(r["centroid_xy"]) for r in res["sites"]}
     # The grid's scale agrees with the generator's within a few stated uncertainties.
     rel = abs(1 / res["mm_per_pixel"] / truth.px_per_mm - 1)
     assert 0 < res["scale_uncertainty_percent"] < 6 and 100 * rel < 3 * res["scale_uncertainty_percent"] + 1
