@@ -64,10 +64,12 @@ def _site_code(site) -> Code | None:
 class SkinPrickPanelStep:
     step_name = "skin prick panel reading"
 
-    def __init__(self, panels: list | None = None, verifier="shipped") -> None:
+    def __init__(self, panels: list | None = None, verifier="shipped", segmenter=None) -> None:
         """``verifier``: a ``models.prick.verifier.SiteVerifier``, None (no verification) or
-        "shipped" (the shipped weights when they exist, else none)."""
+        "shipped" (the shipped weights when they exist, else none). ``segmenter`` (the app's
+        ``PrickSegmenter``) lets the reading segment a suspected site again around it."""
         self.panels = configured_panels() if panels is None else panels
+        self.segmenter = segmenter
         if verifier == "shipped":
             from models.prick.verifier import SiteVerifier
 
@@ -86,7 +88,7 @@ class SkinPrickPanelStep:
         reactions = case.findings.get("prick_reactions", [])
         marks = case.findings.get("prick_site_marks", [])
         shape = case.photo.pixels.shape[:2]
-        check = self.verifier.bind(case.photo.pixels) if self.verifier is not None else None
+        check = self.verifier.bind(case.photo.pixels, self.segmenter) if self.verifier is not None else None
         reading = read_panel(panel, reactions, marks, shape, case.photo.pixel_spacing_mm, site_check=check)
         case.findings["prick_panel_reading"] = reading
         reactions = reading.reactions  # merged flares split between their sites (dropped ones left out)
@@ -244,5 +246,6 @@ class SkinPrickPanelStep:
 
 
 class SkinPrickPanelOperator(StepOperator):
-    def __init__(self, fragment: Fragment, *args, panels: list | None = None, verifier="shipped", **kwargs) -> None:
-        super().__init__(fragment, *args, step=SkinPrickPanelStep(panels, verifier), **kwargs)
+    def __init__(self, fragment: Fragment, *args, panels: list | None = None, verifier="shipped", segmenter=None,
+                 **kwargs) -> None:
+        super().__init__(fragment, *args, step=SkinPrickPanelStep(panels, verifier, segmenter), **kwargs)

@@ -1,5 +1,6 @@
 """Issue 13's Bar with the shipped weights: on fresh synthetic arms with exact truth, every
-reaction is found and the total wheal and erythema areas are within 15 %.
+reaction is found and the total wheal and erythema areas are within 15 %. The first half
+holds; the areas do not yet.
 
 Fresh = a seed used neither in training (13) nor in the model card's evaluation (9013).
 Photographs 1024x768 and 2048x1536, frontal, skin types I-IV (the card states that flares
@@ -32,23 +33,42 @@ def verifier():
     return SiteVerifier.load_default()  # as the app: the shipped site verifier when there is one
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13's Bar is not met by skin_prick_unet 0.2.0 + site verifier 0.1.0 "
-                   "(cards: 183/188 reactions found, flare/wheal areas within 15 % on 17 and 13 of 24 "
-                   "held-out panels)")
-@pytest.mark.parametrize("index,size", [(0, (768, 1024)), (1, (1536, 2048)), (2, (768, 1024)), (3, (1536, 2048))])
-def test_every_reaction_found_and_total_areas_within_15_percent(segmenter, verifier, index, size):
-    s = generate_sample(SEED, index, size=size, grid=(2, 6), spacing_mm=25.0, oblique=False,
-                        fitzpatrick=1 + index % 4)
-    pred = segmenter.predict_panel(s.image)
-    min_px = max(1, int(round(12 / pred.model_scale**2)))
-    reactions = drop_strokes(find_reactions(pred.erythema, pred.wheal, min_area_px=min_px))
-    spacing = (1 / s.px_per_mm, 1 / s.px_per_mm)
-    reading = read_panel(eval_panel(), reactions, pred.site_marks_xy, s.label.shape, spacing,
-                         site_check=verifier.bind(s.image) if verifier is not None else None)
-    erythema, wheal = kept_masks(reading.reactions, s.label.shape)  # what the app's SEG holds
+CASES = [(0, (768, 1024)), (1, (1536, 2048)), (2, (768, 1024)), (3, (1536, 2048))]
+
+
+@pytest.fixture(scope="module")
+def readings(segmenter, verifier):
+    """Each case's sample and panel reading, as the app reads it (verifier and re-read)."""
+    out = []
+    for index, size in CASES:
+        s = generate_sample(SEED, index, size=size, grid=(2, 6), spacing_mm=25.0, oblique=False,
+                            fitzpatrick=1 + index % 4)
+        pred = segmenter.predict_panel(s.image)
+        min_px = max(1, int(round(12 / pred.model_scale**2)))
+        reactions = drop_strokes(find_reactions(pred.erythema, pred.wheal, min_area_px=min_px))
+        spacing = (1 / s.px_per_mm, 1 / s.px_per_mm)
+        check = verifier.bind(s.image, segmenter) if verifier is not None else None
+        out.append((s, read_panel(eval_panel(), reactions, pred.site_marks_xy, s.label.shape, spacing,
+                                  site_check=check)))
+    return out
+
+
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_every_reaction_found(readings, case):
+    """The 24 held-out panels of the card: 188 of 188 found (snapped grid + re-read)."""
+    s, reading = readings[case]
     missed = [(t.label, round(t.wheal_mm, 1), round(t.erythema_mm, 1)) for t, g in zip(s.sites, reading.sites)
               if (t.wheal_mm > 0 or t.erythema_mm > 0) and g.reaction is None]
     assert not missed
-    for name, p, t in (("erythema", erythema, s.label >= 1), ("wheal", wheal, s.label == 2)):
-        rel = (np.count_nonzero(p) - np.count_nonzero(t)) / np.count_nonzero(t)
-        assert abs(rel) <= 0.15, (name, rel)
+
+
+@pytest.mark.xfail(strict=True, reason="issue 13's Bar is not met by skin_prick_unet 0.2.0 + site verifier 0.1.0: "
+                   "on these four arms the total erythema area is off by -30, +15, +17 and +24 %, the wheal "
+                   "area by -38, +11, +20 and -5 % (cards: within 15 % on 17 and 13 of 24 held-out panels)")
+def test_total_areas_within_15_percent(readings):
+    errors = []
+    for s, reading in readings:
+        erythema, wheal = kept_masks(reading.reactions, s.label.shape)  # what the app's SEG holds
+        for name, p, t in (("erythema", erythema, s.label >= 1), ("wheal", wheal, s.label == 2)):
+            errors.append((name, (np.count_nonzero(p) - np.count_nonzero(t)) / np.count_nonzero(t)))
+    assert all(abs(rel) <= 0.15 for _, rel in errors), errors

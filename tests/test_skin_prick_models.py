@@ -12,7 +12,7 @@ import torch
 from models.prick import ERYTHEMA_HALO, WHEAL
 from models.prick.config import PrickConfig, UNetConfig, load_config, save_config
 from models.prick.losses import soft_dice_loss
-from models.prick.measure import bland_altman, diameters, find_reactions, reading_order
+from models.prick.measure import bland_altman, diameters, drop_strokes, find_reactions, reading_order
 from models.prick.synthetic import generate_sample
 from models.prick.unet import UNet, build_unet
 
@@ -295,3 +295,17 @@ def test_folder_split_is_the_papers_7_1_2_and_keeps_a_training_sample():
     folds = kfold(names, 5, seed=0)
     assert len(folds) == 5 and sorted(n for _, t in folds for n in t) == sorted(names)
     assert all(not set(tr) & set(te) for tr, te in folds)
+
+
+def test_flare_only_strips_along_the_arm_edge_are_dropped_flares_kept():
+    """The net reads the shading where the arm meets a skin-coloured background as a long
+    band of faint erythema (one 1024 px photograph: +97 % erythema area); it is no reaction."""
+    ery = np.zeros((400, 1200), bool)
+    ery[10:40, 20:1180] = True  # a band along the edge, solid and convex
+    cv2.circle(ery.view(np.uint8), (300, 250), 60, 1, -1)  # a flare without a wheal
+    cv2.circle(ery.view(np.uint8), (700, 250), 50, 1, -1)
+    wheal = np.zeros_like(ery)
+    cv2.circle(wheal.view(np.uint8), (700, 250), 15, 1, -1)  # a flare with its wheal
+    kept = drop_strokes(find_reactions(ery, wheal, min_area_px=10))
+    centres = sorted((round(r.centroid_xy[0]), round(r.centroid_xy[1])) for r in kept)
+    assert centres == [(300, 250), (700, 250)]

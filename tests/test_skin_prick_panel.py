@@ -180,3 +180,21 @@ def test_dark_skin_is_flagged_low_contrast(fitzpatrick, flagged):
     s = generate_sample(13, 20, size=(384, 512), grid=(2, 6), fitzpatrick=fitzpatrick, oblique=False)
     case = SimpleNamespace(photo=SimpleNamespace(pixels=s.image), findings={"prick_erythema": s.label >= 1})
     assert SkinPrickPanelStep._low_contrast(case) is flagged
+
+
+def test_sites_sit_on_their_prick_marks_and_hidden_ones_follow_the_marks():
+    """Sites are hand-placed ~1.5 mm off the ideal grid: a site is read where it was pricked
+    (its mark), and a site whose mark was not seen follows the affine fit to the others."""
+    s = _sample(7)
+    truth = np.array([site.center_xy for site in s.sites])
+    hidden = [3, 10]
+    marks = [xy for k, xy in enumerate(truth) if k not in hidden]
+    reactions = find_reactions(s.label >= 1, s.label == 2, min_area_px=4)
+    reading = read_panel(_panel(), reactions, marks, s.label.shape)
+    got = np.array([site.xy for site in reading.sites])
+    seen = [k for k in range(len(truth)) if k not in hidden]
+    assert np.abs(got[seen] - truth[seen]).max() < 0.5
+    ideal = reading.fit.sites_xy(_panel().grid_mm())
+    assert np.abs(ideal[seen] - truth[seen]).max() > 3  # the ideal grid alone is off by pixels
+    err_mm = np.linalg.norm(got[hidden] - truth[hidden], axis=1) / s.px_per_mm
+    assert (err_mm < 0.2 * SPACING).all(), err_mm

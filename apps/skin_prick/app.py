@@ -62,7 +62,7 @@ class SkinPrickApp(Application):
         loader = DicomPhotoLoaderOperator(self, CountCondition(self, 1), input_folder=input_folder, name="photo_loader")
         segment = SkinPrickSegmentationOperator(self, segmenter=segmenter, name="wheal_erythema_segmentation")
         measure = SkinPrickMeasurementOperator(self, name="prick_site_measurement")
-        panel = SkinPrickPanelOperator(self, name="prick_panel_reading")
+        panel = SkinPrickPanelOperator(self, segmenter=segmenter, name="prick_panel_reading")
         seg = SegWriterOperator(self, output_folder=output_folder, algorithm=algorithm, name="seg_writer")
         sr = SrWriterOperator(self, output_folder=output_folder, algorithm=algorithm, name="sr_writer")
         overlay = OverlayWriterOperator(self, output_folder=output_folder, name="overlay_writer")

@@ -82,6 +82,7 @@ def evaluate(segmenter, count: int, seed: int = SEED, min_reaction_model_px: int
     found = missed = false_pos = 0
     suspected = {"reacting": 0, "quiet": 0}  # empty sites the verifier flagged, by truth
     dropped = {"reacting": 0, "quiet": 0}  # matched reactions the verifier dropped, by truth
+    reread = {"reacting": 0, "quiet": 0}  # suspected sites segmented again and found, by truth
     missed_sizes = []
     for i in range(count):
         size = SIZES[i % len(SIZES)]
@@ -94,7 +95,7 @@ def evaluate(segmenter, count: int, seed: int = SEED, min_reaction_model_px: int
         pred.erythema, pred.wheal = kept_masks(reactions, s.label.shape)  # what the SEG holds
         spacing = None if s.oblique else (1 / s.px_per_mm, 1 / s.px_per_mm)
         reading = read_panel(panel, reactions, pred.site_marks_xy, s.label.shape, spacing,
-                             site_check=verifier.bind(s.image) if verifier is not None else None)
+                             site_check=verifier.bind(s.image, segmenter) if verifier is not None else None)
         if reading.dropped_reactions:  # the SEG holds what the reading kept
             pred.erythema, pred.wheal = kept_masks(reading.reactions, s.label.shape)
         seconds = time.perf_counter() - t0
@@ -116,6 +117,8 @@ def evaluate(segmenter, count: int, seed: int = SEED, min_reaction_model_px: int
                 suspected["reacting" if reacts else "quiet"] += 1
             elif got.reason.startswith("puncture mark only"):
                 dropped["reacting" if reacts else "quiet"] += 1
+            elif got.reason.startswith("re-read"):
+                reread["reacting" if reacts else "quiet"] += 1
             if reacts and got.reaction is not None:
                 found += 1
             elif reacts:
@@ -141,7 +144,7 @@ def evaluate(segmenter, count: int, seed: int = SEED, min_reaction_model_px: int
            "verifier": None if verifier is None else {
                "weights": str(verifier.weights_path), "threshold": verifier.threshold,
                "max_wheal_mm": verifier.max_wheal_mm, "dropped_at_sites": dropped,
-               "suspected_at_sites": suspected},
+               "suspected_at_sites": suspected, "reread_at_sites": reread},
            "area_rel_error": {}, "diameter_mm": {}, "bland_altman": {}, "per_image": per_image}
     for k in ("erythema", "wheal"):
         errs = [abs(r[f"{k}_area_rel_error"]) for r in per_image if r[f"{k}_area_rel_error"] is not None]

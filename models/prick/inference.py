@@ -127,6 +127,41 @@ class PrickSegmenter:
                     marks.append(((x + 0.5) / info.scale - 0.5, (y + 0.5) / info.scale - 0.5))
         return PrickPrediction(erythema, wheal, marks, float(info.scale))
 
+    def reread_site(self, rgb: np.ndarray, xy: tuple[float, float], px_per_mm: float, window_mm: float,
+                    max_offset_mm: float, min_reaction_model_px: int = 12):
+        """The reaction at one site, segmented again in a ``window_mm`` window around it.
+
+        In a whole-arm photograph letterboxed to the model's input a 2 mm wheal is a few
+        pixels and may fall under threshold; in the window it is several times larger. The
+        reaction (``models.prick.measure.Reaction``, photograph coordinates) whose centre is
+        within ``max_offset_mm`` of the site, the largest if several; None if there is none.
+        """
+        from .measure import Reaction, drop_strokes, find_reactions
+
+        h, w = rgb.shape[:2]
+        half = max(8, int(round(window_mm * px_per_mm / 2)))
+        cx, cy = int(round(xy[0])), int(round(xy[1]))
+        x0, y0, x1, y1 = max(0, cx - half), max(0, cy - half), min(w, cx + half), min(h, cy + half)
+        if x1 - x0 < 8 or y1 - y0 < 8:
+            return None
+        pred = self.predict_panel(rgb[y0:y1, x0:x1])
+        min_px = max(1, int(round(min_reaction_model_px / pred.model_scale**2)))
+        best = None
+        for r in drop_strokes(find_reactions(pred.erythema, pred.wheal, min_area_px=min_px)):
+            if r.wheal.any():  # a reaction's site is its wheal's centre (a flare can be lopsided)
+                ys, xs = np.nonzero(r.wheal)
+                rx, ry = xs.mean() + r.bbox[0], ys.mean() + r.bbox[1]
+            else:
+                rx, ry = r.centroid_xy
+            if np.hypot(rx + x0 - xy[0], ry + y0 - xy[1]) / px_per_mm <= max_offset_mm:
+                if best is None or r.erythema_pixels > best.erythema_pixels:
+                    best = r
+        if best is None:
+            return None
+        bx0, by0, bx1, by1 = best.bbox
+        return Reaction(bbox=(bx0 + x0, by0 + y0, bx1 + x0, by1 + y0), erythema=best.erythema, wheal=best.wheal,
+                        centroid_xy=(best.centroid_xy[0] + x0, best.centroid_xy[1] + y0))
+
     def predict(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Full-resolution (erythema incl. wheal, wheal) boolean masks of an RGB photograph."""
         rgb = np.asarray(rgb)

@@ -167,11 +167,24 @@ def solidity(mask: np.ndarray) -> float:
     return float(np.count_nonzero(mask)) / max(1.0, float(cv2.contourArea(hull)) + 0.5 * cv2.arcLength(hull, True) + 1)
 
 
-def drop_strokes(reactions: list[Reaction], min_solidity: float = 0.78) -> list[Reaction]:
-    """Drop flare-only regions shaped like pen strokes or hairs (not compact): the net
-    mistakes the numbers written beside the sites for faint erythema. Regions with a wheal
-    are kept whatever their shape (merged flares, pseudopods)."""
-    return [r for r in reactions if r.wheal_pixels or solidity(r.erythema) >= min_solidity]
+def elongation(mask: np.ndarray) -> float:
+    """Major / minor axis of the region's second moments: ~1 for a flare (~1.5 seen
+    obliquely), large for strokes and for shading along the arm's edge."""
+    ys, xs = np.nonzero(mask)
+    if len(xs) < 3:
+        return 1.0
+    eig = np.linalg.eigvalsh(np.cov(np.stack([xs, ys]).astype(np.float64)))
+    return float(np.sqrt(max(eig[1], 1e-9) / max(eig[0], 1e-9)))
+
+
+def drop_strokes(reactions: list[Reaction], min_solidity: float = 0.78,
+                 max_elongation: float = 3.0) -> list[Reaction]:
+    """Drop flare-only regions shaped like pen strokes or hairs (not compact), or stretched
+    along the arm's edge (elongated): the net mistakes the numbers written beside the sites,
+    and the shading where the arm meets a skin-coloured background, for faint erythema.
+    Regions with a wheal are kept whatever their shape (merged flares, pseudopods)."""
+    return [r for r in reactions if r.wheal_pixels
+            or (solidity(r.erythema) >= min_solidity and elongation(r.erythema) <= max_elongation)]
 
 
 def reading_order(reactions: list[Reaction]) -> list[Reaction]:

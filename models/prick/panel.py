@@ -339,7 +339,9 @@ def read_panel(panel: PanelConfig, reactions: list, marks_xy, image_shape: tuple
     is known (``verify_sites``): a matched reaction with a wheal below ``max_wheal_mm`` that
     it scores as puncture mark only (below ``drop_below``) is dropped (the site reads negative; the reaction is in
     ``dropped_reactions``), and a site with nothing matched that it scores as reacting reads
-    "not readable" (reaction suspected, not measurable) rather than negative.
+    "not readable" (reaction suspected, not measurable) rather than negative, unless the
+    site check can re-read it (``SiteCheck.reread``: segmented again around the site) and
+    finds the reaction there.
     """
     from .measure import diameters
 
@@ -365,6 +367,8 @@ def read_panel(panel: PanelConfig, reactions: list, marks_xy, image_shape: tuple
     mm_per_px = float(np.sqrt(abs(np.linalg.det(to_mm)))) if to_mm is not None else None
 
     site_xy = fit.sites_xy(grid) if fit is not None else np.full((len(grid), 2), np.nan)
+    if fit is not None:  # where each site was really pricked: hand-placed, ~1.5 mm off the ideal grid
+        site_xy = snap_to_marks(site_xy, grid, marks_xy, 0.2 * panel.spacing_mm * fit.px_per_mm)
     if fit is not None:  # merged flares: one region covering several sites is shared between them
         reactions = split_at_sites(reactions, site_xy, image_shape)
         centres = np.array([_centre(r) for r in reactions], np.float64).reshape(-1, 2)
@@ -380,6 +384,7 @@ def read_panel(panel: PanelConfig, reactions: list, marks_xy, image_shape: tuple
 
     verdicts: dict[int, tuple[str, float]] = {}
     dropped: list = []
+    reread_sites: set[int] = set()
     if site_check is not None and fit is not None and to_mm is not None:
         verdicts = verify_sites(site_check, reactions, matched, site_xy, marks, image_shape, to_mm, mm_per_px,
                                 0.2 * panel.spacing_mm / mm_per_px)
@@ -390,6 +395,13 @@ def read_panel(panel: PanelConfig, reactions: list, marks_xy, image_shape: tuple
             reactions = [reactions[i] for i in new_index]
             matched = {k: new_index[i] for k, i in matched.items()}
             unmatched = [new_index[i] for i in unmatched]
+        for k, (verdict, _) in verdicts.items():  # a reaction seen but not segmented: look again, closer
+            if verdict == "suspected" and hasattr(site_check, "reread"):
+                found = site_check.reread(tuple(site_xy[k]), 1.0 / mm_per_px)
+                if found is not None:
+                    matched[k] = len(reactions)
+                    reactions.append(found)
+                    reread_sites.add(k)
 
     readings: list[SiteReading] = []
     for k, site in enumerate(panel.sites):
@@ -407,6 +419,9 @@ def read_panel(panel: PanelConfig, reactions: list, marks_xy, image_shape: tuple
                 if to_mm is not None:
                     sr.wheal_mm = _mean_diameter_mm(r.wheal, to_mm)
                     sr.flare_mm = _mean_diameter_mm(r.erythema, to_mm)
+                if k in reread_sites:
+                    sr.reason = (f"re-read: the site verifier saw a reaction (p = {verdicts[k][1]:.2f}) the "
+                                 "whole-photograph segmentation missed; segmented again around the site")
             elif k in verdicts and verdicts[k][0] == "suspected":
                 sr.reason = (f"reaction suspected (site verifier p = {verdicts[k][1]:.2f}) but not segmented: "
                              "not measurable, read it by eye")
@@ -506,6 +521,26 @@ def verify_sites(site_check, reactions: list, matched: dict[int, int], site_xy: 
             out[k] = ("puncture" if p < getattr(site_check, "drop_below", site_check.threshold) else "agrees", float(p))
         else:
             out[k] = ("suspected" if p >= site_check.threshold else "agrees", float(p))
+    return out
+
+
+def snap_to_marks(site_xy: np.ndarray, grid_mm: np.ndarray, marks_xy, tol_px: float) -> np.ndarray:
+    """Each fitted site moved onto its detected prick mark (within ``tol_px``), every mark
+    counted, those inside reactions too; with four or more such sites the ones whose mark
+    was not seen (hidden under a flare) follow an affine fit to the marks, which are more
+    exact than the reaction centres the grid was first fitted to."""
+    marks = np.asarray(marks_xy if marks_xy is not None else [], np.float64).reshape(-1, 2)
+    if not len(marks):
+        return site_xy
+    out = site_xy.copy()
+    on_mark = _assign(site_xy, marks, tol_px)  # mark index -> site index
+    if len(on_mark) >= 4:
+        src = grid_mm[list(on_mark.values())]
+        if _spread(src):
+            A, t = _least_squares(src, marks[list(on_mark.keys())], affine=True)
+            out = grid_mm @ A.T + t
+    for i, k in on_mark.items():
+        out[k] = marks[i]
     return out
 
 
