@@ -45,19 +45,28 @@ class SkinPrickMeasurementStep:
         self.min_reaction_model_px = min_reaction_model_px
 
     def process(self, case: PhotoCase) -> None:
-        from models.prick.measure import diameters, drop_strokes, find_reactions
+        from models.prick.measure import drop_strokes, find_reactions
 
         erythema, wheal = case.findings["prick_erythema"], case.findings["prick_wheal"]
         scale = case.findings.get("prick_model_scale", 1.0)
         min_px = max(1, int(round(self.min_reaction_model_px / (scale * scale))))
         reactions = drop_strokes(find_reactions(erythema, wheal, min_area_px=min_px))
+        self.report(case, reactions)
+
+    @staticmethod
+    def report(case: PhotoCase, reactions: list) -> None:
+        """One SR group and one results record per reaction; the SEG holds exactly them.
+        The panel step calls it again when the site verifier changed the list."""
+        from models.prick.measure import diameters
+
         case.findings["prick_reactions"] = reactions  # the panel step matches them to sites
+        case.groups = []
         spacing = case.photo.pixel_spacing_mm
         px_area = float(spacing[0] * spacing[1]) if spacing else 1.0
         area_unit = codes.SQUARE_MILLIMETER if spacing else codes.PIXELS
         length_unit = codes.MILLIMETER if spacing else codes.PIXEL_LENGTH
         records = []
-        shape = erythema.shape
+        shape = case.photo.pixels.shape[:2]
         kept_erythema, kept_wheal = np.zeros(shape, bool), np.zeros(shape, bool)
         for number, r in enumerate(reactions, start=1):
             d_wheal = diameters(r.wheal, spacing)
@@ -92,8 +101,9 @@ class SkinPrickMeasurementStep:
             x0, y0, x1, y1 = r.bbox
             kept_erythema[y0:y1, x0:x1] |= r.erythema
             kept_wheal[y0:y1, x0:x1] |= r.wheal
-        if reactions:  # the SEG holds exactly what the SR measured (speckle removed)
-            case.segments = [SegmentResult(ERYTHEMA_SEGMENT, kept_erythema), SegmentResult(WHEAL_SEGMENT, kept_wheal)]
+        # The SEG holds exactly what the SR measured (speckle removed).
+        case.segments = [SegmentResult(ERYTHEMA_SEGMENT, kept_erythema), SegmentResult(WHEAL_SEGMENT, kept_wheal)] \
+            if reactions else []
         case.summary.update({
             "reactions": len(reactions),
             "result": f"{len(reactions)} reaction(s) found" if reactions else NO_REACTION,

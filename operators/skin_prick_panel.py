@@ -84,6 +84,7 @@ class SkinPrickPanelStep:
         panel = choose_panel(self.panels, str(getattr(ds, "SeriesDescription", "") or ""),
                              str(getattr(ds, "ProtocolName", "") or ""))
         if panel is None:
+            self._check_without_panel(case)
             return
         reactions = case.findings.get("prick_reactions", [])
         marks = case.findings.get("prick_site_marks", [])
@@ -92,7 +93,7 @@ class SkinPrickPanelStep:
         reading = read_panel(panel, reactions, marks, shape, case.photo.pixel_spacing_mm, site_check=check)
         case.findings["prick_panel_reading"] = reading
         reactions = reading.reactions  # merged flares split between their sites (dropped ones left out)
-        if reading.dropped_reactions:  # the SEG holds what the SR reports
+        if reading.dropped_reactions or reading.reread_reactions:  # the SEG holds what the SR reports
             self._keep_segments(case, reactions, shape)
         mm = reading.calibration != "none"
         length = codes.MILLIMETER if mm else codes.PIXEL_LENGTH
@@ -162,16 +163,41 @@ class SkinPrickPanelStep:
             "site_verifier": None if self.verifier is None else
             f"{self.verifier.config.name} {self.verifier.config.version}",
             "dropped_as_puncture_marks": [[round(v, 1) for v in r.centroid_xy] for r in reading.dropped_reactions],
+            "found_by_reread": [[round(v, 1) for v in r.centroid_xy] for r in reading.reread_reactions],
         })
         # Reactions the verifier dropped as puncture marks leave the per-reaction list and count too.
         # The measurement step wrote one record per reaction, in order; drop by identity.
         dropped = {id(r) for r in reading.dropped_reactions}
         measured = case.findings.get("prick_reactions", [])
         kept = [rec for r, rec in zip(measured, case.summary.pop("sites", [])) if id(r) not in dropped]
-        if dropped:
+        if dropped or reading.reread_reactions:
             case.summary["reactions"] = len(reactions)
         # "sites" (per reaction) stays last for the overlay (it prints the first keys).
         case.summary["sites"] = kept
+
+    def _check_without_panel(self, case: PhotoCase) -> None:
+        """No panel: the verifier still drops puncture marks read as wheals and re-reads
+        marks it sees reacting, with Pixel Spacing or the typical site spacing as the scale."""
+        from models.prick.panel import check_without_panel
+
+        from .skin_prick_measurement import SkinPrickMeasurementStep
+
+        if self.verifier is None:
+            return
+        check = check_without_panel(case.findings.get("prick_reactions", []), case.findings.get("prick_site_marks", []),
+                                    case.photo.pixels.shape[:2], case.photo.pixel_spacing_mm,
+                                    self.verifier.bind(case.photo.pixels, self.segmenter),
+                                    self.verifier.config.reading.typical_site_spacing_mm)
+        if check.dropped or check.reread:
+            SkinPrickMeasurementStep.report(case, check.reactions)
+        case.summary.update({
+            "site_verifier": f"{self.verifier.config.name} {self.verifier.config.version}",
+            "site_verifier_scale": check.scale_source,
+            "dropped_as_puncture_marks": [[round(v, 1) for v in r.centroid_xy] for r in check.dropped],
+            "found_by_reread": [[round(v, 1) for v in r.centroid_xy] for r in check.reread],
+            "reaction_suspected_not_measured": [[round(v, 1) for v in xy] for xy in check.suspected_xy],
+        })
+        case.summary["sites"] = case.summary.pop("sites", [])  # stays last for the overlay
 
     @staticmethod
     def _keep_segments(case: PhotoCase, reactions: list, shape) -> None:

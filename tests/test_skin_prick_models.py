@@ -309,3 +309,23 @@ def test_flare_only_strips_along_the_arm_edge_are_dropped_flares_kept():
     kept = drop_strokes(find_reactions(ery, wheal, min_area_px=10))
     centres = sorted((round(r.centroid_xy[0]), round(r.centroid_xy[1])) for r in kept)
     assert centres == [(300, 250), (700, 250)]
+
+
+def test_pieces_of_a_flare_join_the_reaction_beside_them_not_a_reaction_with_its_own_mark():
+    from models.prick.measure import merge_flare_fragments
+
+    ery = np.zeros((300, 600), np.uint8)
+    wheal = np.zeros_like(ery)
+    cv2.circle(ery, (150, 150), 60, 1, -1)
+    cv2.circle(wheal, (150, 150), 15, 1, -1)
+    cv2.ellipse(ery, (150, 150), (75, 75), 0, 300, 360, 1, 8)  # a piece of the same flare, 5-10 px out
+    cv2.circle(ery, (450, 150), 40, 1, -1)  # a flare-only reaction at its own prick mark
+    cv2.circle(ery, (330, 150), 10, 1, -1)  # redness between them, touching neither
+    reactions = find_reactions(ery.astype(bool), wheal.astype(bool), min_area_px=10)
+    assert len(reactions) == 4
+    merged = merge_flare_fragments(reactions, [(150, 150), (450, 150)], max_gap_px=12)
+    assert len(merged) == 3
+    big = max(merged, key=lambda r: r.erythema_pixels)
+    assert big.wheal.any()
+    assert big.erythema_pixels == sum(r.erythema_pixels for r in reactions
+                                      if abs(r.centroid_xy[0] - 150) < 100)

@@ -198,3 +198,33 @@ def test_sites_sit_on_their_prick_marks_and_hidden_ones_follow_the_marks():
     assert np.abs(ideal[seen] - truth[seen]).max() > 3  # the ideal grid alone is off by pixels
     err_mm = np.linalg.norm(got[hidden] - truth[hidden], axis=1) / s.px_per_mm
     assert (err_mm < 0.2 * SPACING).all(), err_mm
+
+
+class _RecordingCheck:
+    """Stands in for the verifier to see the scale it is asked at: scores every site 0.5
+    (neither dropped nor suspected with the thresholds below)."""
+
+    threshold, drop_below, max_wheal_mm, max_flare_mm, check_flare_only = 0.9, 0.1, 4.0, 5.0, False
+
+    def __init__(self):
+        self.px_per_mm = []
+
+    def __call__(self, xys, px_per_mm):
+        self.px_per_mm.append(px_per_mm)
+        return np.full(len(xys), 0.5)
+
+
+def test_without_a_panel_the_scale_is_pixel_spacing_else_the_typical_site_spacing():
+    from models.prick.panel import check_without_panel
+
+    s = _sample(8)
+    reactions = find_reactions(s.label >= 1, s.label == 2, min_area_px=4)
+    marks = [site.center_xy for site in s.sites]
+    guessed = check_without_panel(reactions, marks, s.label.shape, None, _RecordingCheck(), typical_spacing_mm=SPACING)
+    assert guessed.scale_source == "site_spacing"
+    assert guessed.px_per_mm == pytest.approx(s.px_per_mm, rel=0.15)
+    exact = check_without_panel(reactions, marks, s.label.shape, (0.1, 0.1), _RecordingCheck())
+    assert exact.scale_source == "pixel_spacing" and exact.px_per_mm == pytest.approx(10.0)
+    assert len(exact.reactions) == len(reactions) and not exact.dropped
+    alone = check_without_panel(reactions[:1], [], s.label.shape, None, _RecordingCheck())
+    assert alone.scale_source == "none" and alone.reactions == reactions[:1]

@@ -96,7 +96,7 @@ def evaluate(segmenter, count: int, seed: int = SEED, min_reaction_model_px: int
         spacing = None if s.oblique else (1 / s.px_per_mm, 1 / s.px_per_mm)
         reading = read_panel(panel, reactions, pred.site_marks_xy, s.label.shape, spacing,
                              site_check=verifier.bind(s.image, segmenter) if verifier is not None else None)
-        if reading.dropped_reactions:  # the SEG holds what the reading kept
+        if reading.dropped_reactions or reading.reread_reactions:  # the SEG holds what the reading kept
             pred.erythema, pred.wheal = kept_masks(reading.reactions, s.label.shape)
         seconds = time.perf_counter() - t0
         truth_ery, truth_wh = s.label >= 1, s.label == 2

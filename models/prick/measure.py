@@ -187,6 +187,62 @@ def drop_strokes(reactions: list[Reaction], min_solidity: float = 0.78,
             or (solidity(r.erythema) >= min_solidity and elongation(r.erythema) <= max_elongation)]
 
 
+def merge_flare_fragments(reactions: list[Reaction], marks_xy, max_gap_px: float) -> list[Reaction]:
+    """Join each region of redness without a wheal or a prick mark of its own to the
+    reaction with a wheal whose flare it nearly touches (within ``max_gap_px``): a large
+    faint flare comes out of the net in pieces, and prick sites are centimetres apart, so a
+    wheal-less piece beside a reaction is part of its flare, not a reaction of its own."""
+    def has_mark(r: Reaction) -> bool:
+        x0, y0, x1, y1 = r.bbox
+        return any(x0 <= x < x1 and y0 <= y < y1 and r.erythema[int(y) - y0, int(x) - x0]
+                   for x, y in (marks_xy or []))
+
+    anchors = [r for r in reactions if r.wheal.any()]
+    gap = int(np.ceil(max_gap_px))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * gap + 1, 2 * gap + 1))
+    joined: dict[int, list[Reaction]] = {}
+    out = []
+    for r in reactions:
+        target = None
+        if not r.wheal.any() and not has_mark(r):
+            x0, y0, x1, y1 = r.bbox
+            for j, a in enumerate(anchors):
+                ax0, ay0, ax1, ay1 = a.bbox
+                if ax0 > x1 + gap or ax1 < x0 - gap or ay0 > y1 + gap or ay1 < y0 - gap:
+                    continue
+                ux0, uy0 = min(x0, ax0) - gap, min(y0, ay0) - gap
+                ux1, uy1 = max(x1, ax1) + gap, max(y1, ay1) + gap
+                mine = np.zeros((uy1 - uy0, ux1 - ux0), np.uint8)
+                mine[y0 - uy0:y1 - uy0, x0 - ux0:x1 - ux0] = r.erythema
+                theirs = np.zeros_like(mine)
+                theirs[ay0 - uy0:ay1 - uy0, ax0 - ux0:ax1 - ux0] = a.erythema
+                if (cv2.dilate(mine, kernel) & theirs).any():
+                    target = j
+                    break
+        if target is None:
+            out.append(r)
+        else:
+            joined.setdefault(target, []).append(r)
+    merged = []
+    for r in out:
+        j = next((j for j, a in enumerate(anchors) if a is r), None)
+        parts = [r] + joined.get(j, []) if j is not None else [r]
+        if len(parts) == 1:
+            merged.append(r)
+            continue
+        x0, y0 = min(p.bbox[0] for p in parts), min(p.bbox[1] for p in parts)
+        x1, y1 = max(p.bbox[2] for p in parts), max(p.bbox[3] for p in parts)
+        ery, wh = np.zeros((y1 - y0, x1 - x0), bool), np.zeros((y1 - y0, x1 - x0), bool)
+        for p in parts:
+            px0, py0, px1, py1 = p.bbox
+            ery[py0 - y0:py1 - y0, px0 - x0:px1 - x0] |= p.erythema
+            wh[py0 - y0:py1 - y0, px0 - x0:px1 - x0] |= p.wheal
+        ys, xs = np.nonzero(ery)
+        merged.append(Reaction(bbox=(x0, y0, x1, y1), erythema=ery, wheal=wh,
+                               centroid_xy=(float(xs.mean() + x0), float(ys.mean() + y0))))
+    return merged
+
+
 def reading_order(reactions: list[Reaction]) -> list[Reaction]:
     """Rows top to bottom, left to right in each row (see the module docstring)."""
     if not reactions:

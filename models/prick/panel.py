@@ -324,6 +324,7 @@ class PanelReading:
     negative_control_wheal_mm: float | None = None
     reactions: list = field(default_factory=list)  # the reactions the indices refer to (merged ones split)
     dropped_reactions: list = field(default_factory=list)  # small ones the site verifier found to be puncture marks
+    reread_reactions: list = field(default_factory=list)  # found by segmenting a suspected site again (in ``reactions``)
 
 
 def read_panel(panel: PanelConfig, reactions: list, marks_xy, image_shape: tuple[int, int],
@@ -474,7 +475,65 @@ def read_panel(panel: PanelConfig, reactions: list, marks_xy, image_shape: tuple
     if valid and not reasons:
         reasons.append("positive control reacted and negative control did not")
     return PanelReading(panel, readings, unmatched, valid, reasons, calibration, mm_per_px, unc, fit, baseline,
-                        reactions, dropped)
+                        reactions, dropped, [reactions[matched[k]] for k in sorted(reread_sites)])
+
+
+@dataclass
+class UnpanelledCheck:
+    """The site verifier's second look at a photograph no panel applies to."""
+
+    reactions: list  # kept and re-read ones, in the order given, re-read ones last
+    dropped: list  # small ones scored as puncture mark only, and specks of redness without a wheal
+    reread: list  # found by segmenting a suspected prick mark again (also in ``reactions``)
+    suspected_xy: list  # prick marks scored as reacting where nothing could be segmented
+    px_per_mm: float | None  # the scale used (None: no check was possible)
+    scale_source: str  # "pixel_spacing", "site_spacing" (assumed typical spacing) or "none"
+
+
+def check_without_panel(reactions: list, marks_xy, image_shape: tuple[int, int],
+                        pixel_spacing: tuple[float, float] | None, site_check,
+                        typical_spacing_mm: float = 25.0, min_flare_only_mm: float = 3.0,
+                        max_gap_mm: float = 3.0) -> UnpanelledCheck:
+    """Second-guess the segmentation without a panel: every reaction and every prick mark
+    outside them is a site. The scale is Pixel Spacing, else the median distance between
+    neighbouring sites taken as ``typical_spacing_mm`` (panels are pricked 2-3 cm apart);
+    with fewer than three sites and no Pixel Spacing nothing is checked. Small reactions
+    scored as puncture only are dropped, and so is redness without a wheal narrower than
+    ``min_flare_only_mm``, once pieces of a flare within ``max_gap_mm`` of a reaction with a
+    wheal are joined to it (``merge_flare_fragments``); marks scored as reacting are re-read."""
+    from .measure import merge_flare_fragments
+
+    reactions = list(reactions)
+    marks = [m for m in (marks_xy or []) if not any(_inside(r, m) for r in reactions)]
+    site_xy = np.array([_centre(r) for r in reactions] + [tuple(m) for m in marks], np.float64).reshape(-1, 2)
+    if pixel_spacing:
+        mm_per_px, source = float(np.sqrt(pixel_spacing[0] * pixel_spacing[1])), "pixel_spacing"
+    elif len(site_xy) >= 3:
+        d = np.linalg.norm(site_xy[:, None] - site_xy[None], axis=-1)
+        np.fill_diagonal(d, np.inf)
+        mm_per_px, source = typical_spacing_mm / float(np.median(d.min(1))), "site_spacing"
+    else:
+        return UnpanelledCheck(reactions, [], [], [], None, "none")
+    reactions = merge_flare_fragments(reactions, marks_xy, max_gap_mm / mm_per_px)
+    specks = [r for r in reactions if not r.wheal.any()
+              and _mean_diameter_mm(r.erythema, np.eye(2) * mm_per_px) < min_flare_only_mm]
+    if specks:  # redness without a wheal smaller than any flare: shading, hair roots, pen dots
+        reactions = [r for r in reactions if not any(r is s for s in specks)]
+        site_xy = np.array([_centre(r) for r in reactions] + [tuple(m) for m in marks], np.float64).reshape(-1, 2)
+    matched = {i: i for i in range(len(reactions))}
+    verdicts = verify_sites(site_check, reactions, matched, site_xy, [], image_shape,
+                            np.eye(2) * mm_per_px, mm_per_px, 0.0)
+    dropped = specks + [reactions[k] for k, (v, _) in sorted(verdicts.items()) if v == "puncture"]
+    kept = [r for k, r in enumerate(reactions) if verdicts.get(k, ("",))[0] != "puncture"]
+    reread, suspected = [], []
+    for k, (v, _) in sorted(verdicts.items()):
+        if v == "suspected":
+            found = site_check.reread(tuple(site_xy[k]), 1.0 / mm_per_px) if hasattr(site_check, "reread") else None
+            if found is not None:
+                reread.append(found)
+            else:
+                suspected.append(tuple(float(c) for c in site_xy[k]))
+    return UnpanelledCheck(kept + reread, dropped, reread, suspected, 1.0 / mm_per_px, source)
 
 
 def verify_sites(site_check, reactions: list, matched: dict[int, int], site_xy: np.ndarray, marks,

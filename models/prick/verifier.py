@@ -96,6 +96,9 @@ class VerifierReadingConfig:
     # sites; 80 mm came closest to their true sizes.
     reread_window_mm: float = 80.0
     reread_max_offset_mm: float = 5.0
+    # Without a panel (and without Pixel Spacing) the scale is the median distance between
+    # neighbouring sites taken as this spacing: panels are pricked 2-3 cm apart.
+    typical_site_spacing_mm: float = 25.0
 
 
 @dataclass
