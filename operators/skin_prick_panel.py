@@ -188,7 +188,7 @@ class SkinPrickPanelStep:
                                     case.photo.pixels.shape[:2], case.photo.pixel_spacing_mm,
                                     self.verifier.bind(case.photo.pixels, self.segmenter),
                                     self.verifier.config.reading.typical_site_spacing_mm)
-        if check.dropped or check.reread:
+        if check.dropped or check.reread or check.merged:
             SkinPrickMeasurementStep.report(case, check.reactions)
         case.summary.update({
             "site_verifier": f"{self.verifier.config.name} {self.verifier.config.version}",

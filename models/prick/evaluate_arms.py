@@ -31,7 +31,8 @@ from models.metrics import confusion, dice
 from models.report import Metric, breakdown, mean_of, median_abs_of, sheet_row, write_contact_sheets, write_report
 
 from .measure import bland_altman, drop_strokes, find_reactions
-from .panel import LayoutConfig, PanelConfig, PanelSiteConfig, read_panel
+from .panel import (LayoutConfig, PanelConfig, PanelSiteConfig, check_without_panel, reaction_centre,
+                    read_panel)
 from .synthetic import generate_sample
 
 SIZES = [(384, 512), (768, 1024), (1536, 2048), (3000, 4000)]
@@ -71,10 +72,13 @@ def factor_levels(fitzpatrick: int, size: tuple[int, int], oblique: bool) -> dic
 
 
 def evaluate(segmenter, count: int, seed: int = SEED, min_reaction_model_px: int = 12, log=print,
-             sheet: list[np.ndarray] | None = None, sheet_rows: int = 12, verifier=None) -> dict:
+             sheet: list[np.ndarray] | None = None, sheet_rows: int = 12, verifier=None,
+             with_panel: bool = True) -> dict:
     """Read ``count`` held-out panels; with ``sheet``, its first rows of the contact sheet are appended.
     With ``verifier`` (``models.prick.verifier.SiteVerifier``) the reading second-guesses the
-    small reactions and the empty sites as the app does when the verifier is shipped."""
+    small reactions and the empty sites as the app does when the verifier is shipped.
+    ``with_panel=False`` reads each photograph as the app does when no panel applies to it
+    (``check_without_panel``; Pixel Spacing for frontal views, else the typical site spacing)."""
     panel = eval_panel()
     conf = {"erythema": None, "wheal": None}
     per_image = []
@@ -94,24 +98,48 @@ def evaluate(segmenter, count: int, seed: int = SEED, min_reaction_model_px: int
         reactions = drop_strokes(find_reactions(pred.erythema, pred.wheal, min_area_px=min_px))
         pred.erythema, pred.wheal = kept_masks(reactions, s.label.shape)  # what the SEG holds
         spacing = None if s.oblique else (1 / s.px_per_mm, 1 / s.px_per_mm)
-        reading = read_panel(panel, reactions, pred.site_marks_xy, s.label.shape, spacing,
-                             site_check=verifier.bind(s.image, segmenter) if verifier is not None else None)
-        if reading.dropped_reactions or reading.reread_reactions:  # the SEG holds what the reading kept
-            pred.erythema, pred.wheal = kept_masks(reading.reactions, s.label.shape)
+        check = verifier.bind(s.image, segmenter) if verifier is not None else None
+        if not with_panel:  # as the app reads a photograph no panel applies to
+            if check is not None:
+                reactions = check_without_panel(reactions, pred.site_marks_xy, s.label.shape, spacing, check,
+                                                verifier.config.reading.typical_site_spacing_mm).reactions
+            pred.erythema, pred.wheal = kept_masks(reactions, s.label.shape)
+            reading = None
+        else:
+            reading = read_panel(panel, reactions, pred.site_marks_xy, s.label.shape, spacing, site_check=check)
+            if reading.dropped_reactions or reading.reread_reactions:  # the SEG holds what the reading kept
+                pred.erythema, pred.wheal = kept_masks(reading.reactions, s.label.shape)
         seconds = time.perf_counter() - t0
         truth_ery, truth_wh = s.label >= 1, s.label == 2
         for name, p, t in (("erythema", pred.erythema, truth_ery), ("wheal", pred.wheal, truth_wh)):
             c = confusion(p, t)
             conf[name] = c if conf[name] is None else conf[name] + c
         rec = {"index": i, "size": list(size), "fitzpatrick": s.fitzpatrick, "oblique": s.oblique,
-               "calibration": reading.calibration, "seconds": round(seconds, 2),
+               "calibration": reading.calibration if reading else ("pixel_spacing" if spacing else "none"), "seconds": round(seconds, 2),
                "dice_erythema": dice(confusion(pred.erythema, truth_ery)),
                "dice_wheal": dice(confusion(pred.wheal, truth_wh)),
                **factor_levels(s.fitzpatrick, size, s.oblique)}
         for name, p, t in (("erythema", pred.erythema, truth_ery), ("wheal", pred.wheal, truth_wh)):
             tn, pn = int(t.sum()), int(p.sum())
             rec[f"{name}_area_rel_error"] = (pn - tn) / tn if tn else None
-        for truth, got in zip(s.sites, reading.sites):
+        if reading is None:  # no sites: a reaction is found when one is centred near the truth's site
+            tol = 0.3 * 25.0 * s.px_per_mm
+            centres = np.array([reaction_centre(r) for r in reactions]).reshape(-1, 2)
+            near = [np.linalg.norm(centres - np.array(t.center_xy), axis=1) <= tol if len(centres)
+                    else np.zeros(0, bool) for t in s.sites]
+            reacting = [t.wheal_mm > 0 or t.erythema_mm > 0 for t in s.sites]
+            for t, n, reacts in zip(s.sites, near, reacting):
+                if reacts and n.any():
+                    found += 1
+                elif reacts:
+                    missed += 1
+                    missed_sizes.append([round(t.wheal_mm, 1), round(t.erythema_mm, 1)])
+            claimed = np.zeros(len(centres), bool)
+            for n, reacts in zip(near, reacting):
+                if reacts:
+                    claimed |= n
+            false_pos += int((~claimed).sum())
+        for truth, got in zip(s.sites, reading.sites if reading else []):
             reacts = truth.wheal_mm > 0 or truth.erythema_mm > 0
             if got.reason.startswith("reaction suspected"):
                 suspected["reacting" if reacts else "quiet"] += 1
@@ -151,6 +179,8 @@ def evaluate(segmenter, count: int, seed: int = SEED, min_reaction_model_px: int
         out["area_rel_error"][k] = {"median": float(np.median(errs)), "max": float(np.max(errs)),
                                     "within_15_percent": int(sum(e <= 0.15 for e in errs)), "n": len(errs)}
     for k, pairs in diam.items():
+        if len(pairs) < 2:  # no panel: no per-site diameters
+            continue
         p, t = np.array(pairs, np.float64).T
         out["diameter_mm"][k] = {"mae": float(np.mean(np.abs(p - t))), "n": len(p),
                                  "mae_reacting": float(np.mean(np.abs(p - t)[t > 0])) if (t > 0).any() else 0.0}
@@ -230,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--verifier", default=None, metavar="PT",
                    help="read with the site verifier (e.g. models/weights/skin_prick_site_verifier.pt), as the "
                         "app does when it is shipped")
+    p.add_argument("--no-panel", action="store_true",
+                   help="read as the app does when no panel applies (no grid: reactions and prick marks only)")
     p.add_argument("--tune-thresholds", type=int, default=0, metavar="N",
                    help="first choose the reaction/wheal thresholds on N validation panels (seed 7031) "
                         "and write them into the weights' YAML")
@@ -250,11 +282,12 @@ def main(argv: list[str] | None = None) -> int:
 
         verifier = SiteVerifier.load(args.verifier)
     result = evaluate(seg, args.count, args.seed, log=lambda line: print(line, flush=True), sheet=sheet,
-                      verifier=verifier)
+                      verifier=verifier, with_panel=not args.no_panel)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(result, indent=1))
-    plot(result, out / "bland_altman.png")
+    if result["bland_altman"]:
+        plot(result, out / "bland_altman.png")
     report = breakdown(result["per_image"], ["model"], METRICS, FACTORS,
                        f"held-out synthetic 2x6 panels (seed {args.seed}, {Path(args.weights).name})")
     report["per_image"] = result["per_image"]
@@ -262,7 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     write_contact_sheets(sheet, out)
     summary = {k: result[k] for k in ("pooled_dice", "mean_dice", "reactions", "verifier", "area_rel_error",
                                       "diameter_mm")}
-    for k in ("wheal", "flare"):
+    summary["reading"] = "panel" if not args.no_panel else "no panel"
+    for k in result["bland_altman"]:
         summary[f"bland_altman_{k}"] = {m: round(v, 3) for m, v in result["bland_altman"][k].items()
                                         if m in ("mean_difference", "loa_lower", "loa_upper", "n")}
     print(json.dumps(summary, indent=1))

@@ -137,6 +137,7 @@ class PrickSegmenter:
         within ``max_offset_mm`` of the site, the largest if several; None if there is none.
         """
         from .measure import Reaction, drop_strokes, find_reactions
+        from .panel import reaction_centre
 
         h, w = rgb.shape[:2]
         half = max(8, int(round(window_mm * px_per_mm / 2)))
@@ -148,11 +149,7 @@ class PrickSegmenter:
         min_px = max(1, int(round(min_reaction_model_px / pred.model_scale**2)))
         best = None
         for r in drop_strokes(find_reactions(pred.erythema, pred.wheal, min_area_px=min_px)):
-            if r.wheal.any():  # a reaction's site is its wheal's centre (a flare can be lopsided)
-                ys, xs = np.nonzero(r.wheal)
-                rx, ry = xs.mean() + r.bbox[0], ys.mean() + r.bbox[1]
-            else:
-                rx, ry = r.centroid_xy
+            rx, ry = reaction_centre(r)
             if np.hypot(rx + x0 - xy[0], ry + y0 - xy[1]) / px_per_mm <= max_offset_mm:
                 if best is None or r.erythema_pixels > best.erythema_pixels:
                     best = r

@@ -348,7 +348,7 @@ def read_panel(panel: PanelConfig, reactions: list, marks_xy, image_shape: tuple
 
     h, w = image_shape
     reactions = list(reactions)
-    centres = np.array([_centre(r) for r in reactions], np.float64).reshape(-1, 2)
+    centres = np.array([reaction_centre(r) for r in reactions], np.float64).reshape(-1, 2)
     # Marks inside a reaction are that reaction's site; the others are sites of their own.
     marks = [m for m in (marks_xy or []) if not any(_inside(r, m) for r in reactions)]
     points = np.vstack([centres, np.array(marks, np.float64).reshape(-1, 2)])
@@ -372,7 +372,7 @@ def read_panel(panel: PanelConfig, reactions: list, marks_xy, image_shape: tuple
         site_xy = snap_to_marks(site_xy, grid, marks_xy, 0.2 * panel.spacing_mm * fit.px_per_mm)
     if fit is not None:  # merged flares: one region covering several sites is shared between them
         reactions = split_at_sites(reactions, site_xy, image_shape)
-        centres = np.array([_centre(r) for r in reactions], np.float64).reshape(-1, 2)
+        centres = np.array([reaction_centre(r) for r in reactions], np.float64).reshape(-1, 2)
     matched: dict[int, int] = {}
     unmatched: list[int] = []
     if fit is not None:
@@ -488,6 +488,7 @@ class UnpanelledCheck:
     suspected_xy: list  # prick marks scored as reacting where nothing could be segmented
     px_per_mm: float | None  # the scale used (None: no check was possible)
     scale_source: str  # "pixel_spacing", "site_spacing" (assumed typical spacing) or "none"
+    merged: int = 0  # pieces of flares joined to the reaction beside them
 
 
 def check_without_panel(reactions: list, marks_xy, image_shape: tuple[int, int],
@@ -505,7 +506,11 @@ def check_without_panel(reactions: list, marks_xy, image_shape: tuple[int, int],
 
     reactions = list(reactions)
     marks = [m for m in (marks_xy or []) if not any(_inside(r, m) for r in reactions)]
-    site_xy = np.array([_centre(r) for r in reactions] + [tuple(m) for m in marks], np.float64).reshape(-1, 2)
+
+    def sites_of(reactions: list) -> np.ndarray:
+        return np.array([reaction_centre(r) for r in reactions] + [tuple(m) for m in marks], np.float64).reshape(-1, 2)
+
+    site_xy = sites_of(reactions)
     if pixel_spacing:
         mm_per_px, source = float(np.sqrt(pixel_spacing[0] * pixel_spacing[1])), "pixel_spacing"
     elif len(site_xy) >= 3:
@@ -514,12 +519,14 @@ def check_without_panel(reactions: list, marks_xy, image_shape: tuple[int, int],
         mm_per_px, source = typical_spacing_mm / float(np.median(d.min(1))), "site_spacing"
     else:
         return UnpanelledCheck(reactions, [], [], [], None, "none")
+    pieces = len(reactions)
     reactions = merge_flare_fragments(reactions, marks_xy, max_gap_mm / mm_per_px)
+    merged = pieces - len(reactions)
     specks = [r for r in reactions if not r.wheal.any()
               and _mean_diameter_mm(r.erythema, np.eye(2) * mm_per_px) < min_flare_only_mm]
-    if specks:  # redness without a wheal smaller than any flare: shading, hair roots, pen dots
-        reactions = [r for r in reactions if not any(r is s for s in specks)]
-        site_xy = np.array([_centre(r) for r in reactions] + [tuple(m) for m in marks], np.float64).reshape(-1, 2)
+    # Redness without a wheal smaller than any flare: shading, hair roots, pen dots.
+    reactions = [r for r in reactions if not any(r is s for s in specks)]
+    site_xy = sites_of(reactions)
     matched = {i: i for i in range(len(reactions))}
     verdicts = verify_sites(site_check, reactions, matched, site_xy, [], image_shape,
                             np.eye(2) * mm_per_px, mm_per_px, 0.0)
@@ -533,7 +540,7 @@ def check_without_panel(reactions: list, marks_xy, image_shape: tuple[int, int],
                 reread.append(found)
             else:
                 suspected.append(tuple(float(c) for c in site_xy[k]))
-    return UnpanelledCheck(kept + reread, dropped, reread, suspected, 1.0 / mm_per_px, source)
+    return UnpanelledCheck(kept + reread, dropped, reread, suspected, 1.0 / mm_per_px, source, merged)
 
 
 def verify_sites(site_check, reactions: list, matched: dict[int, int], site_xy: np.ndarray, marks,
@@ -563,7 +570,7 @@ def verify_sites(site_check, reactions: list, matched: dict[int, int], site_xy: 
                 continue
             if _mean_diameter_mm(reactions[i].erythema, to_mm) >= site_check.max_flare_mm:
                 continue  # a flare wider than the verifier's window: it would see only redness
-            xy = _centre(reactions[i])
+            xy = reaction_centre(reactions[i])
         elif len(marks):
             d = np.linalg.norm(marks - (x, y), axis=1)
             xy = tuple(marks[int(d.argmin())]) if d.min() <= mark_tol_px else (x, y)
@@ -603,7 +610,7 @@ def snap_to_marks(site_xy: np.ndarray, grid_mm: np.ndarray, marks_xy, tol_px: fl
     return out
 
 
-def _centre(r) -> tuple[float, float]:
+def reaction_centre(r) -> tuple[float, float]:
     """A reaction's site: its wheal's centre when it has one (a flare can be lopsided)."""
     if r.wheal.any():
         ys, xs = np.nonzero(r.wheal)
@@ -638,7 +645,7 @@ def split_at_sites(reactions: list, site_xy: np.ndarray, shape: tuple[int, int])
             sites_in.setdefault(int(comp[int(y), int(x)]), []).append(k)
     out = []
     for r in reactions:
-        cx, cy = (int(v) for v in _centre(r))
+        cx, cy = (int(v) for v in reaction_centre(r))
         c = int(comp[min(cy, h - 1), min(cx, w - 1)]) or int(comp[r.bbox[1]:r.bbox[3], r.bbox[0]:r.bbox[2]].max())
         if len(sites_in.get(c, [])) < 2:
             out.append(r)
