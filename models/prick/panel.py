@@ -497,9 +497,9 @@ def check_without_panel(reactions: list, marks_xy, image_shape: tuple[int, int],
                         max_gap_mm: float = 3.0) -> UnpanelledCheck:
     """Second-guess the segmentation without a panel: every reaction and every prick mark
     outside them is a site. The scale is Pixel Spacing, else the median distance between
-    neighbouring sites taken as ``typical_spacing_mm`` (panels are pricked 2-3 cm apart);
-    with fewer than three sites and no Pixel Spacing nothing is checked. Small reactions
-    scored as puncture only are dropped, and so is redness without a wheal narrower than
+    neighbouring prick sites (``_puncture_evidence``) taken as ``typical_spacing_mm``
+    (panels are pricked 2-3 cm apart); with fewer than three sites and no Pixel Spacing
+    nothing is checked. Small reactions scored as puncture only are dropped, and so is redness without a wheal narrower than
     ``min_flare_only_mm``, once pieces of a flare within ``max_gap_mm`` of a reaction with a
     wheal are joined to it (``merge_flare_fragments``); marks scored as reacting are re-read."""
     from .measure import merge_flare_fragments
@@ -513,8 +513,8 @@ def check_without_panel(reactions: list, marks_xy, image_shape: tuple[int, int],
     site_xy = sites_of(reactions)
     if pixel_spacing:
         mm_per_px, source = float(np.sqrt(pixel_spacing[0] * pixel_spacing[1])), "pixel_spacing"
-    elif len(site_xy) >= 3:
-        d = np.linalg.norm(site_xy[:, None] - site_xy[None], axis=-1)
+    elif len(evidence := _puncture_evidence(reactions, marks_xy)) >= 3:
+        d = np.linalg.norm(evidence[:, None] - evidence[None], axis=-1)
         np.fill_diagonal(d, np.inf)
         mm_per_px, source = typical_spacing_mm / float(np.median(d.min(1))), "site_spacing"
     else:
@@ -541,6 +541,18 @@ def check_without_panel(reactions: list, marks_xy, image_shape: tuple[int, int],
             else:
                 suspected.append(tuple(float(c) for c in site_xy[k]))
     return UnpanelledCheck(kept + reread, dropped, reread, suspected, 1.0 / mm_per_px, source, merged)
+
+
+def _puncture_evidence(reactions: list, marks_xy) -> np.ndarray:
+    """Where sites were pricked, for the spacing: the detected prick marks when there are
+    three or more (the net finds them reliably), else those and the wheals' centres.
+    Wheal-less redness is left out: hair and shading come in numbers and would shrink it."""
+    marks = np.asarray(marks_xy if marks_xy is not None else [], np.float64).reshape(-1, 2)
+    if len(marks) >= 3:
+        return marks
+    wheals = [reaction_centre(r) for r in reactions if r.wheal.any()]
+    wheals = [w for w in wheals if not len(marks) or np.linalg.norm(marks - w, axis=1).min() > 3]
+    return np.vstack([marks, np.array(wheals, np.float64).reshape(-1, 2)])
 
 
 def verify_sites(site_check, reactions: list, matched: dict[int, int], site_xy: np.ndarray, marks,
