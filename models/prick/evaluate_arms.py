@@ -59,6 +59,20 @@ def kept_masks(reactions, shape) -> tuple[np.ndarray, np.ndarray]:
     return ery, wh
 
 
+def six_reactions(seed: int, index: int, size: tuple[int, int]):
+    """The photograph issue 13 was filed with: six reacting sites on a forearm, one large
+    reaction (wheal 8-12 mm) and five small ones (wheal 2-4.5 mm), every wheal 4-9 % of its
+    flare's area; no quiet sites, no panel layout; skin types in turn."""
+    rng = np.random.default_rng([seed, index, 6])
+    big = int(rng.integers(0, 6))
+    sizes = {}
+    for k in range(6):
+        ratio = rng.uniform(0.04, 0.09)
+        wheal = rng.uniform(8, 12) if k == big else rng.uniform(2, 4.5)
+        sizes[k] = (float(wheal), float(min(40.0, wheal / np.sqrt(ratio))))
+    return generate_sample(seed, index, size=size, n_sites=6, reactions=sizes, fitzpatrick=1 + index % 6)
+
+
 def eval_panel(spacing_mm: float = 25.0) -> PanelConfig:
     sites = [PanelSiteConfig("Histamine", "positive_control"), PanelSiteConfig("Saline", "negative_control")]
     sites += [PanelSiteConfig(f"Allergen {i}") for i in range(1, 11)]
@@ -73,12 +87,14 @@ def factor_levels(fitzpatrick: int, size: tuple[int, int], oblique: bool) -> dic
 
 def evaluate(segmenter, count: int, seed: int = SEED, min_reaction_model_px: int = 12, log=print,
              sheet: list[np.ndarray] | None = None, sheet_rows: int = 12, verifier=None,
-             with_panel: bool = True) -> dict:
+             with_panel: bool = True, scenario: str = "panel") -> dict:
     """Read ``count`` held-out panels; with ``sheet``, its first rows of the contact sheet are appended.
     With ``verifier`` (``models.prick.verifier.SiteVerifier``) the reading second-guesses the
     small reactions and the empty sites as the app does when the verifier is shipped.
     ``with_panel=False`` reads each photograph as the app does when no panel applies to it
-    (``check_without_panel``; Pixel Spacing for frontal views, else the typical site spacing)."""
+    (``check_without_panel``; Pixel Spacing for frontal views, else the typical site spacing).
+    ``scenario="six"``: issue 13's own test photograph instead of the 2 x 6 panel
+    (``six_reactions``), read without a panel."""
     panel = eval_panel()
     conf = {"erythema": None, "wheal": None}
     per_image = []
@@ -90,7 +106,8 @@ def evaluate(segmenter, count: int, seed: int = SEED, min_reaction_model_px: int
     missed_sizes = []
     for i in range(count):
         size = SIZES[i % len(SIZES)]
-        s = generate_sample(seed, i, size=size, grid=(2, 6), spacing_mm=25.0)
+        s = six_reactions(seed, i, size) if scenario == "six" else \
+            generate_sample(seed, i, size=size, grid=(2, 6), spacing_mm=25.0)
         t0 = time.perf_counter()
         pred = segmenter.predict_panel(s.image)
         scale = pred.model_scale
@@ -250,6 +267,10 @@ def plot(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def reads_without_panel(args) -> bool:
+    return bool(args.no_panel or args.scenario == "six")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m models.prick.evaluate_arms", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -262,6 +283,9 @@ def main(argv: list[str] | None = None) -> int:
                         "app does when it is shipped")
     p.add_argument("--no-panel", action="store_true",
                    help="read as the app does when no panel applies (no grid: reactions and prick marks only)")
+    p.add_argument("--scenario", choices=("panel", "six"), default="panel",
+                   help="panel: 2 x 6 panels with quiet sites; six: issue 13's six-reaction photograph "
+                        "(read without a panel)")
     p.add_argument("--tune-thresholds", type=int, default=0, metavar="N",
                    help="first choose the reaction/wheal thresholds on N validation panels (seed 7031) "
                         "and write them into the weights' YAML")
@@ -282,20 +306,24 @@ def main(argv: list[str] | None = None) -> int:
 
         verifier = SiteVerifier.load(args.verifier)
     result = evaluate(seg, args.count, args.seed, log=lambda line: print(line, flush=True), sheet=sheet,
-                      verifier=verifier, with_panel=not args.no_panel)
+                      verifier=verifier, with_panel=not reads_without_panel(args),
+                      scenario=args.scenario)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(result, indent=1))
     if result["bland_altman"]:
         plot(result, out / "bland_altman.png")
     report = breakdown(result["per_image"], ["model"], METRICS, FACTORS,
-                       f"held-out synthetic 2x6 panels (seed {args.seed}, {Path(args.weights).name})")
+                       f"held-out synthetic {'2x6 panels' if args.scenario == 'panel' else 'six-reaction arms'} "
+                       f"(seed {args.seed}, {Path(args.weights).name}"
+                       f"{', read without a panel' if reads_without_panel(args) else ''})")
     report["per_image"] = result["per_image"]
     write_report(report, out)
     write_contact_sheets(sheet, out)
     summary = {k: result[k] for k in ("pooled_dice", "mean_dice", "reactions", "verifier", "area_rel_error",
                                       "diameter_mm")}
-    summary["reading"] = "panel" if not args.no_panel else "no panel"
+    summary["reading"] = "no panel" if reads_without_panel(args) else "panel"
+    summary["scenario"] = args.scenario
     for k in result["bland_altman"]:
         summary[f"bland_altman_{k}"] = {m: round(v, 3) for m, v in result["bland_altman"][k].items()
                                         if m in ("mean_difference", "loa_lower", "loa_upper", "n")}
