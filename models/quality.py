@@ -123,7 +123,7 @@ def _lesion_checks(report: QualityReport, rgb: np.ndarray, skin: np.ndarray, les
             report.flags.append(QualityFlag("low-contrast", f"lesions are only {contrast:.1f} L* units lighter than "
                                                             "the surrounding skin; the outline is uncertain"))
     ref = skin_reference(rgb, skin)
-    rule_pct = f_vitiligo(colour_rule_mask(rgb, skin), skin)
+    rule_pct = f_vitiligo(colour_rule_mask(rgb, skin, light=light), skin)
     report.values.update({"colour_rule_f_vitiligo": rule_pct, "model_f_vitiligo": model_pct})
     if ref is not None:
         report.values["skin_cluster_gap_l"] = ref.cluster_gap_l

@@ -145,12 +145,14 @@ def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
     return float(centres[int(np.argmax(between))])
 
 
-def colour_rule_mask(rgb: np.ndarray, skin_mask: np.ndarray, max_side: int = 768) -> np.ndarray:
+def colour_rule_mask(rgb: np.ndarray, skin_mask: np.ndarray, max_side: int = 768,
+                     light: np.ndarray | None = None) -> np.ndarray:
     """Baseline: skin pixels whose L* is above Otsu's threshold of the skin's L*.
 
     The threshold is found on a copy at most ``max_side`` pixels long (fast on 12 MP);
     the rule is applied at full resolution. It has no notion of "no lesion": it always
-    splits the skin in two, which is exactly the weakness the issue measured.
+    splits the skin in two, which is exactly the weakness the issue measured. ``light``:
+    the photograph's L* when the caller has it already (saves two colour conversions).
     """
     mask = np.asarray(skin_mask, dtype=bool)
     if not mask.any():
@@ -165,6 +167,8 @@ def colour_rule_mask(rgb: np.ndarray, skin_mask: np.ndarray, max_side: int = 768
             small, small_mask = np.asarray(rgb), mask
     else:
         small, small_mask = np.asarray(rgb), mask
-    t = otsu_threshold(rgb_to_lab(small[small_mask][:, None, :])[:, 0, 0])
-    light = rgb_to_lab(rgb)[..., 0]
+    if light is None:
+        light = rgb_to_lab(rgb)[..., 0]
+    t = otsu_threshold(light[mask] if small is rgb or small_mask is mask
+                       else rgb_to_lab(small[small_mask][:, None, :])[:, 0, 0])
     return (light > t) & mask

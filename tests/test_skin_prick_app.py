@@ -191,13 +191,19 @@ def test_panel_photograph_is_read_site_by_site_with_grid_millimetres(prick_run):
     assert 0 < res["scale_uncertainty_percent"] < 6 and 100 * rel < 3 * res["scale_uncertainty_percent"] + 1
     sites = res["panel_sites"]
     assert [s["name"] for s in sites][:3] == ["Histamine", "Saline", "D. pteronyssinus"] and len(sites) == 12
-    # Every reacting site found with its wheal within 1.5 mm; the quiet ones negative.
+    # Every reacting site found; its wheal within 3 mm and the sites' mean error within 1.5 mm
+    # (held-out panels, skin_prick_unet 0.3.0 card: |error| median 0.57 mm, 95th percentile
+    # 2.95 mm, above 1.5 mm at 19 % of the sites; 0.2.0: 0.85 / 6.87 mm / 31 %). The quiet
+    # ones negative.
+    errors = []
     for got, want in zip(sites, truth.sites):
         if want.wheal_mm >= 2:
             assert got["reaction"], (got["name"], want.wheal_mm)
-            assert got["wheal_mean_diameter"] == pytest.approx(want.wheal_mm, abs=1.5), got["name"]
+            assert got["wheal_mean_diameter"] == pytest.approx(want.wheal_mm, abs=3.0), got["name"]
+            errors.append(abs(got["wheal_mean_diameter"] - want.wheal_mm))
         if want.erythema_mm == 0:
             assert got["result"] == "negative", got["name"]
+    assert len(errors) == 4 and np.mean(errors) <= 1.5, errors
     assert res["valid"] is True and sites[0]["result"] == "positive" and sites[1]["result"] == "negative"
     assert sites[2]["result"] == "positive"  # an 8 mm wheal
     assert sites[4]["result"] == "negative"  # a 2 mm wheal is < saline + 3 mm
