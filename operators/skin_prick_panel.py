@@ -93,8 +93,7 @@ class SkinPrickPanelStep:
         reading = read_panel(panel, reactions, marks, shape, case.photo.pixel_spacing_mm, site_check=check)
         case.findings["prick_panel_reading"] = reading
         reactions = reading.reactions  # merged flares split between their sites (dropped ones left out)
-        if reading.dropped_reactions or reading.reread_reactions:  # the SEG holds what the SR reports
-            self._keep_segments(case, reactions, shape)
+        self._site_segments(case, reading, shape)  # the SEG holds what the SR reports, site by site
         mm = reading.calibration != "none"
         length = codes.MILLIMETER if mm else codes.PIXEL_LENGTH
         px_per_mm = reading.fit.px_per_mm if reading.fit is not None else (1 / reading.mm_per_px if mm else 1.0)
@@ -200,19 +199,33 @@ class SkinPrickPanelStep:
         case.summary["sites"] = case.summary.pop("sites", [])  # stays last for the overlay
 
     @staticmethod
-    def _keep_segments(case: PhotoCase, reactions: list, shape) -> None:
+    def _site_segments(case: PhotoCase, reading, shape) -> None:
+        """A flare and a wheal segment per reacting site, named by its number and allergen
+        (merged flares already shared between their sites), then the reactions off the grid:
+        in OHIF each site's outline can be shown or hidden on its own."""
+        from dicom.seg import SegmentSpec
+
         from .cases import SegmentResult
         from .skin_prick_measurement import ERYTHEMA_SEGMENT, WHEAL_SEGMENT
 
-        if not reactions:
-            case.segments = []
-            return
-        ery, wh = np.zeros(shape, bool), np.zeros(shape, bool)
-        for r in reactions:
+        def full(r, part: np.ndarray) -> np.ndarray:
+            mask = np.zeros(shape, bool)
             x0, y0, x1, y1 = r.bbox
-            ery[y0:y1, x0:x1] |= r.erythema
-            wh[y0:y1, x0:x1] |= r.wheal
-        case.segments = [SegmentResult(ERYTHEMA_SEGMENT, ery), SegmentResult(WHEAL_SEGMENT, wh)]
+            mask[y0:y1, x0:x1] = part
+            return mask
+
+        named = [(f"{s.index + 1} {s.site.name}", reading.reactions[s.reaction])
+                 for s in reading.sites if s.reaction is not None]
+        named += [(f"Off the grid {n}", reading.reactions[k])
+                  for n, k in enumerate(reading.unmatched_reactions, start=1)]
+        segments = []
+        for name, r in named:
+            for spec, part, word in ((ERYTHEMA_SEGMENT, r.erythema, "flare"), (WHEAL_SEGMENT, r.wheal, "wheal")):
+                if part.any():
+                    label = f"{name[:64 - len(word) - 1]} {word}"
+                    segments.append(SegmentResult(SegmentSpec(label, spec.category, spec.property_type,
+                                                              spec.anatomic_region, spec.color_rgb), full(r, part)))
+        case.segments = segments
 
     @staticmethod
     def _diameters(r, reading, mm: bool) -> tuple[float, float]:

@@ -236,3 +236,27 @@ def test_panel_sr_names_each_site_by_its_allergen_within_ohifs_five_lines(prick_
     assert site[codes.PRICK_SITE_RESULT.meaning] == (1.0, "{result}")
     assert len(site) <= 3 and len(test) <= 3  # room for the longitudinal step's two lines
     assert case["results"]["panel_sites"][2]["wheal_minus_negative_control"] is not None
+
+
+def test_panel_seg_has_a_flare_and_a_wheal_segment_per_reacting_site(prick_run):
+    """Issue 13: the SEG keeps wheal and erythema per site, named as the SR names the site."""
+    root, samples, _, _, _ = prick_run
+    case = _cases(root)["prick_panel.dcm"]
+    path = next(root / "out" / Path(p).name for p in case["outputs"] if Path(p).name.startswith("SEG_"))
+    seg = hd.seg.segread(path)
+    labels = [s.SegmentLabel for s in seg.SegmentSequence]
+    reacting = [s for s in case["results"]["panel_sites"] if s["reaction"]]
+    for site in reacting:
+        assert f"{site['site']} {site['name']} flare" in labels, (site["name"], labels)
+    assert "1 Histamine wheal" in labels and "3 D. pteronyssinus wheal" in labels
+    sop = seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0].ReferencedSOPInstanceUID
+    numbers = list(range(1, len(labels) + 1))
+    masks = seg.get_pixels_by_source_instance(source_sop_instance_uids=[sop], segment_numbers=numbers,
+                                              combine_segments=False)[0].astype(bool)
+    by_label = dict(zip(labels, np.moveaxis(masks, -1, 0)))
+    for label, mask in by_label.items():
+        assert mask.any(), label
+        if label.endswith(" wheal"):  # inside its own site's flare, and in no other site's
+            assert not (mask & ~by_label[label[:-len("wheal")] + "flare"]).any(), label
+    flares = [m for label, m in by_label.items() if label.endswith(" flare")]
+    assert sum(int(m.sum()) for m in flares) == int(np.logical_or.reduce(flares).sum())  # sites do not overlap
