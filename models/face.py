@@ -200,7 +200,6 @@ class FaceSkinMasker:
         feature_margin: float = 0.015,
         min_face_fraction: float = 0.002,
         mesh_crop_jitter: tuple[float, ...] = (0.85, 0.925, 1.0, 1.075, 1.15),
-        mesh_prereduce_margin: float = 1.5,
     ) -> None:
         _quiet_native_logs()
         self.detector = detector or FaceDetector()
@@ -209,7 +208,6 @@ class FaceSkinMasker:
         self.feature_margin = feature_margin  # dilation of eyes/brows/lips, as a fraction of face height
         self.min_face_fraction = min_face_fraction
         self.mesh_crop_jitter = mesh_crop_jitter  # crop sizes (x crop_factor) whose landmarks are medianed
-        self.mesh_prereduce_margin = mesh_prereduce_margin  # see median_landmarks
         with _stderr_silenced():
             import mediapipe as mp
 
@@ -259,25 +257,11 @@ class FaceSkinMasker:
         )
 
     # -- internals --------------------------------------------------------------------
-    def _facemesh_landmarks(self, rgb: np.ndarray, box: FaceBox, crop_factor: float,
-                            reduced: tuple[np.ndarray, int, int, int] | None = None) -> np.ndarray | None:
-        """FaceMesh's landmarks (N, 2) in full-resolution pixels, from one crop around ``box``.
-
-        ``reduced`` = (image, x, y, k): the photograph around the face box-averaged by k,
-        its origin at full-resolution (x, y); the crop is cut from it (edges on multiples
-        of k) instead of from the full-resolution pixels.
-        """
+    def _facemesh_landmarks(self, rgb: np.ndarray, box: FaceBox, crop_factor: float) -> np.ndarray | None:
+        """FaceMesh's landmarks (N, 2) in full-resolution pixels, from one crop around ``box``."""
         h, w = rgb.shape[:2]
         x0, y0, x1, y1 = box.expanded(crop_factor, w, h)
-        if reduced is None:
-            crop, scale = _downscale(rgb[y0:y1, x0:x1], self.mesh_max_side)
-        else:
-            small, ox, oy, k = reduced
-            sx0, sy0 = (x0 - ox) // k, (y0 - oy) // k
-            sx1, sy1 = min(small.shape[1], -(-(x1 - ox) // k)), min(small.shape[0], -(-(y1 - oy) // k))
-            x0, y0 = ox + sx0 * k, oy + sy0 * k
-            crop, scale = _downscale(small[sy0:sy1, sx0:sx1], self.mesh_max_side)
-            scale /= k
+        crop, scale = _downscale(rgb[y0:y1, x0:x1], self.mesh_max_side)
         result = self._mesh.process(np.ascontiguousarray(crop))
         if not result.multi_face_landmarks:
             return None
@@ -295,27 +279,14 @@ class FaceSkinMasker:
         depending on that noise. None when no pass found a mesh, or the mesh landed on
         something other than the detected face.
         """
-        # Downscaling each framing from full resolution costs ~90 ms of a 12-MP photograph's
-        # budget. Cutting all five from one copy at the mesh's own size widened the worst edge
-        # shift of benchmarks/facemesh_spread.py from 2.96 to 3.36 % of the face height. Cut
-        # from one copy box-averaged by an integer k (``mesh_prereduce_margin`` > 0: every
-        # framing stays at least that many times the mesh's input) it saves ~45 ms, at a small
-        # cost in stability (benchmarks/facemesh_spread.py, 18 views, seeds 3 5 13 17 / 7 11):
-        # lowest mask IoU 0.977 -> 0.971 / 0.981 -> 0.980, mean of the views' worst edge shift
-        # 1.08 -> 1.14 / 0.67 -> 1.11 % of the face height, worst 2.86 -> 2.71 / 1.08 -> 1.75 %.
-        # 0.6 % of the mask is ~0.2 F-Vitiligo points at 30 %; 0 turns it off.
-        factors = [self.crop_factor * f for f in self.mesh_crop_jitter]
-        h, w = rgb.shape[:2]
-        sx0, sy0, sx1, sy1 = box.expanded(min(factors), w, h)
-        reduced = None
-        k = 0 if not self.mesh_prereduce_margin else \
-            int(max(sx1 - sx0, sy1 - sy0) // (self.mesh_prereduce_margin * self.mesh_max_side))
-        if k >= 2:
-            bx0, by0, bx1, by1 = box.expanded(max(factors), w, h)
-            bw, bh = (bx1 - bx0) // k, (by1 - by0) // k
-            region = rgb[by0:by0 + bh * k, bx0:bx0 + bw * k]
-            reduced = (cv2.resize(region, (bw, bh), interpolation=cv2.INTER_AREA), bx0, by0, k)
-        passes = [self._facemesh_landmarks(rgb, box, f, reduced) for f in factors]
+        # Each framing is downscaled from full resolution on its own (~90 ms of a 12-MP
+        # photograph's budget). Cheaper variants moved the mask more under imperceptible
+        # changes (benchmarks/facemesh_spread.py): all five cut from one copy at the mesh's
+        # size, worst edge shift 2.96 -> 3.36 % of the face height; cut from one copy
+        # box-averaged by an integer factor (>= 1.5x the mesh input; ~45 ms saved), lowest
+        # mask IoU 0.977 -> 0.971 over 12 views, and tests/test_priors_orthanc.py's second
+        # visit then showed new depigmentation above its margin. Neither is used.
+        passes = [self._facemesh_landmarks(rgb, box, self.crop_factor * f) for f in self.mesh_crop_jitter]
         passes = [p for p in passes if p is not None]
         if not passes:
             return None
@@ -369,11 +340,11 @@ class FaceSkinMasker:
             return np.round((poly - offset) * (1 << shift)).astype(np.int32).reshape(-1, 1, 2)
 
         cv2.fillPoly(roi, [fixed(outline)], 1, lineType=cv2.LINE_8, shift=shift)
-        if features:  # cut out with a margin: each feature grown by a disc (exact for convex ones)
+        if features:  # cut out with a margin: each feature dilated by a round kernel
             margin = max(1, int(round(self.feature_margin * (box.y1 - box.y0))))
             kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1))
             # Each feature dilated in its own box (grown by the margin): the same pixels as
-            # dilating the whole face's raster, for ~2 ms instead of ~50 ms on 12 MP.
+            # dilating the whole face's raster, ~30 ms less on a 12-MP photograph.
             for f in features:
                 local = f - offset
                 fx0 = int(np.clip(np.floor(local[:, 0].min()) - margin - 1, 0, roi.shape[1]))
