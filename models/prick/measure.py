@@ -96,6 +96,12 @@ class Reaction:
         """Wheal area / erythema area (the erythema includes the wheal)."""
         return self.wheal_pixels / self.erythema_pixels if self.erythema_pixels else 0.0
 
+    def contains(self, xy) -> bool:
+        """Whether the point (x, y), in photograph pixels, lies on the reaction's erythema."""
+        x0, y0, x1, y1 = self.bbox
+        x, y = int(round(xy[0])), int(round(xy[1]))
+        return x0 <= x < x1 and y0 <= y < y1 and bool(self.erythema[y - y0, x - x0])
+
     def outline_xy(self) -> np.ndarray:
         """(N, 2) x, y closed outline of the erythema (equal to the wheal's without a halo)."""
         contours, _ = cv2.findContours(self.erythema.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
@@ -193,9 +199,7 @@ def merge_flare_fragments(reactions: list[Reaction], marks_xy, max_gap_px: float
     faint flare comes out of the net in pieces, and prick sites are centimetres apart, so a
     wheal-less piece beside a reaction is part of its flare, not a reaction of its own."""
     def has_mark(r: Reaction) -> bool:
-        x0, y0, x1, y1 = r.bbox
-        return any(x0 <= x < x1 and y0 <= y < y1 and r.erythema[int(y) - y0, int(x) - x0]
-                   for x, y in (marks_xy or []))
+        return any(r.contains(m) for m in (marks_xy or []))
 
     anchors = [r for r in reactions if r.wheal.any()]
     gap = int(np.ceil(max_gap_px))

@@ -350,7 +350,7 @@ def read_panel(panel: PanelConfig, reactions: list, marks_xy, image_shape: tuple
     reactions = list(reactions)
     centres = np.array([reaction_centre(r) for r in reactions], np.float64).reshape(-1, 2)
     # Marks inside a reaction are that reaction's site; the others are sites of their own.
-    marks = [m for m in (marks_xy or []) if not any(_inside(r, m) for r in reactions)]
+    marks = [m for m in (marks_xy or []) if not any(r.contains(m) for r in reactions)]
     points = np.vstack([centres, np.array(marks, np.float64).reshape(-1, 2)])
     known = None
     if pixel_spacing:
@@ -505,7 +505,7 @@ def check_without_panel(reactions: list, marks_xy, image_shape: tuple[int, int],
     from .measure import merge_flare_fragments
 
     reactions = list(reactions)
-    marks = [m for m in (marks_xy or []) if not any(_inside(r, m) for r in reactions)]
+    marks = [m for m in (marks_xy or []) if not any(r.contains(m) for r in reactions)]
 
     def sites_of(reactions: list) -> np.ndarray:
         return np.array([reaction_centre(r) for r in reactions] + [tuple(m) for m in marks], np.float64).reshape(-1, 2)
@@ -680,12 +680,6 @@ def split_at_sites(reactions: list, site_xy: np.ndarray, shape: tuple[int, int])
                                 wheal=(wh & part)[py0:py1, px0:px1].copy(),
                                 centroid_xy=(float(xs.mean() + x0), float(ys.mean() + y0))))
     return out
-
-
-def _inside(reaction, xy) -> bool:
-    x0, y0, x1, y1 = reaction.bbox
-    x, y = int(round(xy[0])), int(round(xy[1]))
-    return x0 <= x < x1 and y0 <= y < y1 and bool(reaction.erythema[y - y0, x - x0])
 
 
 def _mean_diameter_mm(mask: np.ndarray, to_mm: np.ndarray) -> float:
