@@ -1,4 +1,4 @@
-"""What every dermpacs app does around its pipeline: logging, allocator, models path, exit code."""
+"""What every dermpacs app does around its pipeline: logging, allocator, models path, options, exit code."""
 
 from __future__ import annotations
 
@@ -6,8 +6,12 @@ import ctypes
 import ctypes.util
 import logging
 import os
+import re
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
+from typing import Mapping
 
 from dicom import codes
 from dicom.seg import AlgorithmIdentity
@@ -22,17 +26,77 @@ EXIT_NOTHING_ANALYSED = 1
 EXIT_USAGE = 2
 
 
+OPTION_FLAG = "--option"
+_OPTION_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class OptionError(ValueError):
+    """A ``--option`` argument that is not ``KEY=VALUE``."""
+
+
+@dataclass(frozen=True)
+class AppOptions:
+    """``--option KEY=VALUE`` settings of one run (a routing rule's ``app_options``, or typed by hand).
+
+    MONAI Deploy's parser refuses arguments it does not know, so these are taken out of argv
+    before it runs; an app lists the keys it understands in ``KNOWN_OPTIONS`` and reads them
+    here. Options are generic per routing rule, so a key the app does not know is ignored
+    with one warning rather than failing the job.
+    """
+
+    values: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        return self.values.get(key, default)
+
+
+def split_options(argv: list[str]) -> tuple[list[str], dict[str, str]]:
+    """(argv without its ``--option KEY=VALUE`` / ``--option=KEY=VALUE`` items, the options; a repeated key: the last wins)."""
+    rest: list[str] = []
+    options: dict[str, str] = {}
+    items = iter(argv)
+    for item in items:
+        if item == OPTION_FLAG:
+            text = next(items, None)
+            if text is None:
+                raise OptionError(f"{OPTION_FLAG} needs KEY=VALUE")
+        elif item.startswith(OPTION_FLAG + "="):
+            text = item[len(OPTION_FLAG) + 1:]
+        else:
+            rest.append(item)
+            continue
+        key, equals, value = text.partition("=")
+        if not equals or not _OPTION_KEY.match(key):
+            raise OptionError(f"{OPTION_FLAG} {text!r}: expected KEY=VALUE with KEY a name (letters, digits, _)")
+        options[key] = value
+    return rest, options
+
+
+def options_for(app_class, options: dict[str, str]) -> AppOptions:
+    """The options ``app_class`` knows (its ``KNOWN_OPTIONS``); the others are logged once and dropped."""
+    known = getattr(app_class, "KNOWN_OPTIONS", {})
+    ignored = sorted(set(options) - set(known))
+    if ignored:
+        log.warning("option(s) %s ignored: this app knows %s", ", ".join(ignored),
+                    ", ".join(sorted(known)) or "no options")
+    return AppOptions(MappingProxyType({k: v for k, v in options.items() if k in known}))
+
+
 def run_application(app_class, argv: list[str] | None = None):
     """Build and run a MONAI Deploy application with ``argv`` (program name first).
 
     Holoscan reads ``sys.argv`` when built without arguments but drops the first item of an
     explicit list, which the SDK's own parser then drops again; setting ``sys.argv`` for the
     duration keeps ``-i/-o/-m`` parsing identical for the command line and in-process calls.
+    ``--option KEY=VALUE`` items are taken out first and given to the app as ``app.app_options``
+    (an ``AppOptions``), read by its ``compose``.
     """
+    rest, options = split_options(list(sys.argv if argv is None else argv))
     saved = sys.argv
-    sys.argv = list(saved if argv is None else argv)
+    sys.argv = rest
     try:
         app = app_class()
+        app.app_options = options_for(app_class, options)  # not ``options``: Holoscan's CLI options
         app.run()
     finally:
         sys.argv = saved
@@ -43,7 +107,11 @@ def app_main(app_class, argv: list[str] | None = None) -> int:
     """What ``python -m apps.<name>`` does: run the app, exit non-zero when nothing was analysed."""
     configure_logging()
     tune_allocator()
-    app = run_application(app_class, argv)
+    try:
+        app = run_application(app_class, argv)
+    except OptionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     cases = getattr(getattr(app, "results", None), "cases", [])
     if not cases:
         print("no input files found", file=sys.stderr)

@@ -1,7 +1,8 @@
 """Skin prick step: read the photograph as a panel (every site, controls, mm, validity).
 
-Runs after the per-reaction measurement. When a panel applies to the photograph (chosen
-from its Series Description / Protocol Name, or the one configured for the app), the
+Runs after the per-reaction measurement. When a panel applies to the photograph (named by
+the app's ``panel`` option, which a routing rule sets; else chosen from its Series
+Description / Protocol Name, or the one configured for the app), the
 per-reaction SR groups are replaced by one group per panel site named by its allergen,
 one per reaction outside the grid, and one for the test (validity, controls, scale and
 how it was obtained). Without a panel the per-reaction reading stays as it is.
@@ -30,7 +31,7 @@ from pydicom.sr.coding import Code
 from dicom import codes
 from dicom.sr import NumericMeasurement, QualitativeFinding
 
-from .base import StepOperator
+from .base import ExpectedFailure, StepOperator
 from .cases import MeasurementGroupResult, PhotoCase
 
 log = logging.getLogger("dermpacs")
@@ -39,12 +40,17 @@ DEFAULT_PANELS = Path(__file__).resolve().parents[1] / "deploy" / "panels"
 LOW_CONTRAST_LUMINANCE = 105.0
 
 
+def panels_location() -> Path:
+    """Where the panels are configured: $DERMPACS_PRICK_PANELS (a YAML file or a folder), else deploy/panels/."""
+    where = os.environ.get("DERMPACS_PRICK_PANELS")
+    return Path(where) if where else DEFAULT_PANELS
+
+
 def configured_panels():
-    """Panels from $DERMPACS_PRICK_PANELS (a YAML file or a folder), else deploy/panels/."""
+    """The panels at ``panels_location()``; one file alone reads every photograph."""
     from models.prick.panel import load_panel, load_panels
 
-    where = os.environ.get("DERMPACS_PRICK_PANELS")
-    path = Path(where) if where else DEFAULT_PANELS
+    path = panels_location()
     if path.is_file():
         panel = load_panel(path)
         panel.match.default = True  # one configured panel reads every photograph of the app
@@ -64,11 +70,15 @@ def _site_code(site) -> Code | None:
 class SkinPrickPanelStep:
     step_name = "skin prick panel reading"
 
-    def __init__(self, panels: list | None = None, verifier="shipped", segmenter=None) -> None:
+    def __init__(self, panels: list | None = None, verifier="shipped", segmenter=None,
+                 panel_name: str | None = None) -> None:
         """``verifier``: a ``models.prick.verifier.SiteVerifier``, None (no verification) or
         "shipped" (the shipped weights when they exist, else none). ``segmenter`` (the app's
-        ``PrickSegmenter``) lets the reading segment a suspected site again around it."""
+        ``PrickSegmenter``) lets the reading segment a suspected site again around it.
+        ``panel_name`` (the app's ``panel`` option): that panel reads every photograph."""
+        self.panels_from = panels_location() if panels is None else None  # named when a name is not found
         self.panels = configured_panels() if panels is None else panels
+        self.panel_name = panel_name
         self.segmenter = segmenter
         if verifier == "shipped":
             from models.prick.verifier import SiteVerifier
@@ -76,13 +86,30 @@ class SkinPrickPanelStep:
             verifier = SiteVerifier.load_default()
         self.verifier = verifier
 
-    def process(self, case: PhotoCase) -> None:
-        from models.prick.panel import choose_panel, read_panel
+    def _choose(self, case: PhotoCase):
+        """(panel or None, how it was chosen): the ``panel`` option first, else by DICOM attribute.
 
+        A named panel that is not configured fails the photograph: reading it with another
+        panel, or none, would report results the rule did not ask for."""
+        from models.prick.panel import panel_choice, panel_named
+
+        if self.panel_name is not None:
+            panel = panel_named(self.panels, self.panel_name)
+            if panel is None:
+                names = ", ".join(repr(p.name) for p in self.panels) or "none"
+                where = f" in {self.panels_from}" if self.panels_from is not None else ""
+                raise ExpectedFailure(f"option panel={self.panel_name!r}: no configured panel has that name "
+                                      f"(panels{where}: {names})")
+            return panel, "routing rule option"
         ds = case.photo.dataset
+        return panel_choice(self.panels, str(getattr(ds, "SeriesDescription", "") or ""),
+                            str(getattr(ds, "ProtocolName", "") or ""))
+
+    def process(self, case: PhotoCase) -> None:
+        from models.prick.panel import read_panel
+
+        panel, chosen_by = self._choose(case)
         case.summary["low_contrast"] = self._low_contrast(case)
-        panel = choose_panel(self.panels, str(getattr(ds, "SeriesDescription", "") or ""),
-                             str(getattr(ds, "ProtocolName", "") or ""))
         if panel is None:
             self._check_without_panel(case)
             return
@@ -150,6 +177,7 @@ class SkinPrickPanelStep:
         case.summary.update({
             "result": f"panel {panel.name}: test {verdict}; positive: {', '.join(positives) or 'none'}",
             "panel": panel.name,
+            "panel_chosen_by": chosen_by,  # routing rule option | series description | protocol name | default
             "valid": reading.valid,
             "validity": "; ".join(reading.validity_reasons),
             "calibration": reading.calibration,
@@ -286,5 +314,5 @@ class SkinPrickPanelStep:
 
 class SkinPrickPanelOperator(StepOperator):
     def __init__(self, fragment: Fragment, *args, panels: list | None = None, verifier="shipped", segmenter=None,
-                 **kwargs) -> None:
-        super().__init__(fragment, *args, step=SkinPrickPanelStep(panels, verifier, segmenter), **kwargs)
+                 panel_name: str | None = None, **kwargs) -> None:
+        super().__init__(fragment, *args, step=SkinPrickPanelStep(panels, verifier, segmenter, panel_name), **kwargs)

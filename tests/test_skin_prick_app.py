@@ -23,6 +23,14 @@ APP = "apps.skin_prick"
 SIZE = (768, 1024)  # rows, columns
 
 
+def _inhalant_panel():
+    """A 2 x 6 panel laid out as deploy/panels/standard-inhalant.yaml (uncalibrated: millimetres
+    come from the fitted grid), histamine, an 8 mm and a 5 mm allergen reacting."""
+    return generate_sample(21, 11, size=SIZE, grid=(2, 6), spacing_mm=25.0, oblique=False, fitzpatrick=2,
+                           reactions={0: (6.0, 28.0), 1: (0.0, 0.0), 2: (8.0, 30.0), 3: (0.0, 0.0),
+                                      4: (2.0, 8.0), 7: (5.0, 22.0)} | {k: (0.0, 0.0) for k in (5, 6, 8, 9, 10, 11)})
+
+
 @pytest.fixture(scope="module")
 def prick_run(tmp_path_factory):
     """Two prick-test photographs (calibrated, uncalibrated), one without any reaction, bad files."""
@@ -39,11 +47,7 @@ def prick_run(tmp_path_factory):
                                      transfer_syntax=ExplicitVRLittleEndian), inp / "prick_uncalibrated.dcm")
     write_dataset(photograph_dataset(negative.image, body_part="SKIN", series_description="Skin prick test"),
                   inp / "prick_negative.dcm")
-    # A 2 x 6 inhalant panel (deploy/panels/standard-inhalant.yaml, chosen by the Series
-    # Description), uncalibrated: millimetres come from the fitted grid.
-    panel = generate_sample(21, 11, size=SIZE, grid=(2, 6), spacing_mm=25.0, oblique=False, fitzpatrick=2,
-                            reactions={0: (6.0, 28.0), 1: (0.0, 0.0), 2: (8.0, 30.0), 3: (0.0, 0.0),
-                                       4: (2.0, 8.0), 7: (5.0, 22.0)} | {k: (0.0, 0.0) for k in (5, 6, 8, 9, 10, 11)})
+    panel = _inhalant_panel()  # chosen by the Series Description
     write_dataset(photograph_dataset(panel.image, body_part="SKIN",
                                      series_description="Skin prick test - inhalant panel"), inp / "prick_panel.dcm")
     expected_words = write_bad_inputs(inp, inp / "prick_calibrated.dcm", huge=False)
@@ -183,6 +187,7 @@ def test_panel_photograph_is_read_site_by_site_with_grid_millimetres(prick_run):
     case = _cases(root)["prick_panel.dcm"]
     res = case["results"]
     assert res["panel"] == "Standard inhalant" and res["calibration"] == "panel_grid"
+    assert res["panel_chosen_by"] == "series description"
     # Reactions the site verifier dropped as puncture marks leave the per-reaction list and count.
     dropped = {tuple(xy) for xy in res["dropped_as_puncture_marks"]}
     assert len(res["sites"]) == res["reactions"] and not dropped & {tuple(r["centroid_xy"]) for r in res["sites"]}
@@ -260,3 +265,64 @@ def test_panel_seg_has_a_flare_and_a_wheal_segment_per_reacting_site(prick_run):
             assert not (mask & ~by_label[label[:-len("wheal")] + "flare"]).any(), label
     flares = [m for label, m in by_label.items() if label.endswith(" flare")]
     assert sum(int(m.sum()) for m in flares) == int(np.logical_or.reduce(flares).sum())  # sites do not overlap
+
+
+# -- the panel chosen per routing rule (issue 13): --option panel=NAME ---------------------------
+def test_option_arguments_are_taken_out_before_monai_deploy_parses_argv(caplog):
+    from apps import runtime
+    from apps.skin_prick.app import SkinPrickApp
+
+    argv = ["apps.skin_prick", "-i", "IN", "--option", "panel=Food panel", "-o", "OUT", "--option=mode=a=b"]
+    assert runtime.split_options(argv) == (["apps.skin_prick", "-i", "IN", "-o", "OUT"],
+                                           {"panel": "Food panel", "mode": "a=b"})
+    for bad in (["--option"], ["--option", "panel"], ["--option", "2x=y"], ["--option=", "-i"]):
+        with pytest.raises(runtime.OptionError, match="--option"):
+            runtime.split_options(["app", *bad])
+    with caplog.at_level("WARNING", logger="dermpacs"):
+        options = runtime.options_for(SkinPrickApp, {"panel": "Food panel", "mode": "a=b", "colour": "blue"})
+    assert dict(options.values) == {"panel": "Food panel"}
+    assert [r.getMessage() for r in caplog.records] == ["option(s) colour, mode ignored: this app knows panel"]
+
+
+@pytest.fixture(scope="module")
+def panel_photograph(tmp_path_factory):
+    """The inhalant panel under a Series Description no configured panel matches."""
+    inp = tmp_path_factory.mktemp("prick_option") / "in"
+    inp.mkdir()
+    write_dataset(photograph_dataset(_inhalant_panel().image, body_part="SKIN", series_description="Skin prick test"),
+                  inp / "panel.dcm")
+    return inp
+
+
+def test_the_panel_option_reads_a_photograph_no_panel_matches_by_its_attributes(panel_photograph, tmp_path):
+    """What the service passes for a rule with app_options: {panel: ...}; the name in any case,
+    and an option the app does not know is ignored with one warning."""
+    from models.prick.panel import choose_panel
+
+    from operators.skin_prick_panel import configured_panels
+
+    assert choose_panel(configured_panels(), "Skin prick test") is None  # without the option: no panel
+    proc = run_app(APP, panel_photograph, tmp_path / "out", "--option", "panel=standard INHALANT",
+                   "--option", "colour=blue")
+    assert proc.returncode == 0, proc.stderr
+    (case,) = results_of(tmp_path / "out")["cases"]
+    res = case["results"]
+    assert res["panel"] == "Standard inhalant" and res["panel_chosen_by"] == "routing rule option"
+    assert len(res["panel_sites"]) == 12 and res["valid"] is True and res["calibration"] == "panel_grid"
+    assert proc.stderr.count("option(s) colour ignored: this app knows panel") == 1
+
+
+def test_an_unknown_panel_name_fails_the_photograph_naming_the_option_and_the_panels(panel_photograph, tmp_path):
+    proc = run_app(APP, panel_photograph, tmp_path / "out", "--option", "panel=Food panel")
+    assert proc.returncode == 1  # nothing analysed
+    (case,) = results_of(tmp_path / "out")["cases"]
+    assert case["status"] == "failed" and case["failed_step"] == "skin prick panel reading"
+    assert case["error"].startswith("option panel='Food panel': no configured panel has that name")
+    assert "'Standard inhalant'" in case["error"] and "deploy/panels" in case["error"]
+    assert case["outputs"] == [] and not list((tmp_path / "out").glob("*.dcm"))
+    assert "Traceback" not in proc.stderr
+
+
+def test_an_option_that_is_not_key_value_is_a_usage_error(panel_photograph, tmp_path):
+    proc = run_app(APP, panel_photograph, tmp_path / "out", "--option", "panel")
+    assert proc.returncode == 2 and "--option 'panel': expected KEY=VALUE" in proc.stderr

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from models.prick.measure import find_reactions
-from models.prick.panel import (LayoutConfig, PanelConfig, PanelSiteConfig, choose_panel, fit_grid, load_panel,
-                                load_panels, read_panel)
+from models.prick.panel import (LayoutConfig, MatchConfig, PanelConfig, PanelSiteConfig, choose_panel, fit_grid,
+                                load_panel, load_panels, panel_choice, panel_named, read_panel)
 from models.prick.synthetic import generate_sample
 
 SPACING = 25.0
@@ -54,6 +54,22 @@ def test_example_panel_loads_and_is_chosen_by_series_description_or_protocol_nam
     assert choose_panel([inhalant, p], "whatever", "FOOD-SPT") is p
     with pytest.raises(ValueError, match="negative control"):
         PanelConfig("x", [PanelSiteConfig("Histamine", "positive_control"), PanelSiteConfig("A")])
+
+
+def test_the_choice_says_how_it_was_made_and_a_rule_finds_a_panel_by_its_name():
+    """results.json records how a panel was chosen; a routing rule names its panel (any case)."""
+    inhalant = _panel(match=MatchConfig(series_description_regex="inhalant"))
+    food = _panel(match=MatchConfig(protocol_name_regex="^FOOD"))
+    both = _panel(match=MatchConfig(series_description_regex="drug", protocol_name_regex="^DRUG"))
+    fallback = _panel(match=MatchConfig(default=True))
+    inhalant.name, food.name, both.name, fallback.name = "Standard inhalant", "Food panel", "Drugs", "House"
+    panels = [inhalant, food, both, fallback]
+    assert panel_choice(panels, "Inhalant panel", "") == (inhalant, "series description")
+    assert panel_choice(panels, "", "FOOD-SPT") == (food, "protocol name")
+    assert panel_choice(panels, "drug panel", "DRUG-1") == (both, "series description and protocol name")
+    assert panel_choice(panels, "drug panel", "") == (fallback, "default")
+    assert panel_choice(panels[:3], "forearm", "") == (None, None)
+    assert panel_named(panels, "food PANEL ") is food and panel_named(panels, "Food") is None
 
 
 def test_grid_calibrates_mm_from_the_site_spacing_and_every_site_is_read():

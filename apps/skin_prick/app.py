@@ -1,6 +1,6 @@
 """Skin prick test app: DICOM photographs in, DICOM SEG + TID 1500 SR (+ PNG previews) out.
 
-    python -m apps.skin_prick -i IN -o OUT [-m MODELS]
+    python -m apps.skin_prick -i IN -o OUT [-m MODELS] [--option panel=NAME]
 
 Pipeline: load photographs -> wheal/erythema/site-mark segmentation (U-Net, whole
 photograph letterboxed to the model's input) -> reactions (areas, mean diameters,
@@ -10,6 +10,11 @@ Pixel Spacing or the panel's site spacing) -> SEG -> SR -> overlay PNG -> result
 
 Panels: YAML files in $DERMPACS_PRICK_PANELS (a folder, or one file that then reads every
 photograph), else ``deploy/panels/``; chosen by Series Description / Protocol Name.
+``--option panel=NAME`` (what the service passes for a routing rule with
+``app_options: {panel: NAME}``) makes the panel of that ``name`` (case-insensitive) read
+every photograph instead; a name no configured panel has fails each photograph with that
+reason. results.json says which panel read a photograph and how it was chosen
+(``panel``, ``panel_chosen_by``). Other options are ignored with a warning in the log.
 
 A photograph without any reaction is analysed (status "analysed", result "analysed, no
 reaction found", 0 reactions) but gets no SEG and no SR: an SR needs at least one group
@@ -53,6 +58,9 @@ def load_segmenter(model_path: str | None):
 class SkinPrickApp(Application):
     """A MONAI Deploy application; ``results`` holds the cases after ``run()``."""
 
+    KNOWN_OPTIONS = {"panel": "name of the panel that reads every photograph (overrides attribute matching)"}
+    app_options = runtime.AppOptions()  # set per run by runtime.run_application from --option
+
     def compose(self) -> None:
         context = Application.init_app_context(self.argv)
         input_folder, output_folder = Path(context.input_path), Path(context.output_path)
@@ -62,7 +70,8 @@ class SkinPrickApp(Application):
         loader = DicomPhotoLoaderOperator(self, CountCondition(self, 1), input_folder=input_folder, name="photo_loader")
         segment = SkinPrickSegmentationOperator(self, segmenter=segmenter, name="wheal_erythema_segmentation")
         measure = SkinPrickMeasurementOperator(self, name="prick_site_measurement")
-        panel = SkinPrickPanelOperator(self, segmenter=segmenter, name="prick_panel_reading")
+        panel = SkinPrickPanelOperator(self, segmenter=segmenter, panel_name=self.app_options.get("panel"),
+                                       name="prick_panel_reading")
         seg = SegWriterOperator(self, output_folder=output_folder, algorithm=algorithm, name="seg_writer")
         sr = SrWriterOperator(self, output_folder=output_folder, algorithm=algorithm, name="sr_writer")
         overlay = OverlayWriterOperator(self, output_folder=output_folder, name="overlay_writer")

@@ -13,6 +13,7 @@ against the negative (saline) control. A panel is YAML (``deploy/panels/*.yaml``
       - {name: Birch pollen}           # role: allergen (default); code: {scheme, value, meaning}
     rule: {wheal_margin_mm: 3}         # positive: wheal >= negative control + 3 mm
     match: {series_description_regex: "inhalant"}   # chosen by DICOM attribute
+                                                    # (or by name: the app's --option panel=NAME)
 
 The grid is fitted to the detected reactions and prick-site marks (a similarity from two
 correspondences, the best-supported one refined to an affine map, which also absorbs the
@@ -129,13 +130,27 @@ def load_panels(folder: str | Path) -> list[PanelConfig]:
 def choose_panel(panels: list[PanelConfig], series_description: str = "",
                  protocol_name: str = "") -> PanelConfig | None:
     """The first panel whose regexes match the photograph's attributes, else the default."""
+    return panel_choice(panels, series_description, protocol_name)[0]
+
+
+def panel_choice(panels: list[PanelConfig], series_description: str = "",
+                 protocol_name: str = "") -> tuple[PanelConfig | None, str | None]:
+    """``choose_panel`` and how it chose, for results.json: "series description",
+    "protocol name", both joined by "and" (a panel that gives both regexes), or "default"."""
     for p in panels:
         m = p.match
-        tests = [(m.series_description_regex, series_description), (m.protocol_name_regex, protocol_name)]
-        given = [(rx, value) for rx, value in tests if rx]
-        if given and all(re.search(rx, value or "", re.IGNORECASE) for rx, value in given):
-            return p
-    return next((p for p in panels if p.match.default), None)
+        tests = [(m.series_description_regex, series_description, "series description"),
+                 (m.protocol_name_regex, protocol_name, "protocol name")]
+        given = [(rx, value, what) for rx, value, what in tests if rx]
+        if given and all(re.search(rx, value or "", re.IGNORECASE) for rx, value, _ in given):
+            return p, " and ".join(what for _, _, what in given)
+    default = next((p for p in panels if p.match.default), None)
+    return default, None if default is None else "default"
+
+
+def panel_named(panels: list[PanelConfig], name: str) -> PanelConfig | None:
+    """The panel whose ``name`` is ``name`` (case-insensitive): a routing rule's choice."""
+    return next((p for p in panels if p.name.casefold() == name.strip().casefold()), None)
 
 
 # --------------------------------------------------------------------------- grid fitting
