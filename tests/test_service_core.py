@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from dicom.encode import photograph_dataset, write_dataset
-from dicom.service.config import AppConfig, ConfigError, Destination, RoutingRule, ServiceConfig, load_config
+from dicom.service.config import (PHOTOGRAPH_SOP_CLASSES, AppConfig, ConfigError, Destination, RoutingRule,
+                                  ServiceConfig, load_config)
 from dicom.service.router import Router, routing_header
 from dicom.service.runner import AppRunner
 from dicom.service.spool import Spool, atomic_write, is_valid_uid
@@ -40,6 +44,11 @@ def test_embedded_defaults_then_file_then_flags(tmp_path):
         ("rules: [{name: x, app: nowhere}]\n", "not defined under apps"),
         ("destination: nonsense\n", "AE@HOST:PORT"),
         ("rules: [{name: x, app: facial_vitiligo, series_description_regex: '('}]\n", "bad regex"),
+        ("rules: [{name: x, app: skin_prick, app_options: {panel: 3}}]\n", r"rules\[x\]\.app_options\.panel: 3 is not a string"),
+        ("rules: [{name: x, app: skin_prick, app_options: {2panel: a}}]\n", "option name '2panel' is not a name"),
+        ("rules: [{name: x, app: skin_prick, app_options: [panel]}]\n", "expected a mapping of option names"),
+        ("rules: [{name: x, app: skin_prick, app_options: {panel: \"a\\nb\"}}]\n", "control characters"),
+        ("rules: [{name: x, app: skin_prick, options: {panel: a}}]\n", "unknown setting"),
     ],
 )
 def test_bad_configuration_is_explained(tmp_path, yaml_text, message):
@@ -80,6 +89,24 @@ def test_rules_are_ordered_and_every_condition_counts():
     assert router.route(_header(), "SCALPAI").name == "scalp-by-called-ae"
     assert router.route(_header(SeriesDescription="Skin PRICK  test, forearm"), "DERMAI").name == "prick"
     assert router.route(_header(SeriesDescription="Skin prick test", Modality="OT"), "DERMAI").name == "region"
+
+
+def test_the_example_rule_with_app_options_loads_and_routes_with_them(tmp_path):
+    """Issue 13: the skin prick panel chosen per routing rule, as deploy/dermpacs.example.yaml
+    shows it (commented out there: it needs a panel of that name)."""
+    text = Path("deploy/dermpacs.example.yaml").read_text()
+    commented = "  # - name: food-panel-by-called-ae\n"
+    start = text.index(commented)
+    block = text[start:].split("\n")[:4]
+    assert all(line.startswith("  # ") for line in block)
+    file = tmp_path / "c.yaml"
+    file.write_text(text.replace("\n".join(block), "\n".join("  " + line[4:] for line in block)))
+    rules = load_config(file).rules
+    assert rules[0] == RoutingRule(name="food-panel-by-called-ae", app="skin_prick", called_ae_title="DERMAI-FOOD",
+                                   app_options={"panel": "Food panel"})
+    router = Router(rules)
+    assert router.route(_header(), "DERMAI-FOOD").app_options == {"panel": "Food panel"}
+    assert router.route(_header(), "DERMAI-SPT").app_options == {}
 
 
 # -- spool ----------------------------------------------------------------------------------
@@ -152,6 +179,26 @@ def test_job_lifecycle_outbox_and_audit(store, tmp_path):
     assert {"routed", "started", "analysed", "send_failed"} <= set(events)
 
 
+def test_a_job_keeps_its_rules_app_options_across_restarts_and_an_older_store_gains_the_column(tmp_path):
+    """The job runs with the options it was routed with, whatever the rules say by then."""
+    path, spool = tmp_path / "db.sqlite3", Spool(tmp_path)
+    store = JobStore(path)
+    plain = store.create_job("1.2.3", "1.1", "skin_prick", "spt", _received(store, spool, "1.1"))
+    food = store.create_job("1.2.3", "1.2", "skin_prick", "food", _received(store, spool, "1.2"), {"panel": "Food"})
+    store.close()
+    store = JobStore(path)  # a restart
+    assert store.job(food).app_options == {"panel": "Food"} and store.job(plain).app_options == {}
+    routed = {r["job_id"]: r["details"] for r in store.audit_rows() if r["event"] == "routed"}
+    assert routed[food]["app_options"] == {"panel": "Food"} and "app_options" not in routed[plain]
+    store._db.execute("ALTER TABLE jobs DROP COLUMN app_options")  # a job store from before the column
+    store.close()
+    store = JobStore(path)
+    try:
+        assert store.job(food).app_options == {} and store.claim_next_job().app_options == {}
+    finally:
+        store.close()
+
+
 def test_audit_trail_is_append_only(store):
     store.audit("received", sop="1.2")
     for statement in ("UPDATE audit SET event='x'", "DELETE FROM audit"):
@@ -192,13 +239,35 @@ def _runner_config(tmp_path, **apps) -> ServiceConfig:
                                for name, (module, timeout) in apps.items()})
 
 
-def _queue(store, spool, tmp_path, app):
+def _queue(store, spool, tmp_path, app, app_options=None):
     ds = photograph_dataset(np.zeros((64, 64, 3), np.uint8), transfer_syntax=ExplicitVRLittleEndian)
     path = spool.instance_path(ds.SOPInstanceUID)
     write_dataset(ds, path)
     store.add_instance(ReceivedInstance(ds.SOPInstanceUID, VL_PHOTO, ds.StudyInstanceUID, ds.SeriesInstanceUID, path,
                                         "0" * 64, path.stat().st_size, "MOD", "DERMAI", "", {}))
-    return store.create_job(ds.StudyInstanceUID, ds.SeriesInstanceUID, app, "test", [ds.SOPInstanceUID])
+    return store.create_job(ds.StudyInstanceUID, ds.SeriesInstanceUID, app, "test", [ds.SOPInstanceUID], app_options)
+
+
+def _echo_argv(folder: Path) -> list[str]:
+    """What the echo app was given after ``-i IN -o OUT`` (it records its argv in results.json)."""
+    (results,) = folder.rglob("results.json")
+    argv = json.loads(results.read_text())["argv"]
+    assert argv[0] == "-i" and argv[2] == "-o"
+    return argv[4:]
+
+
+@contextmanager
+def _running_runner(tmp_path, **apps) -> Iterator[tuple[JobStore, Spool, AppRunner]]:
+    """A started AppRunner (two workers) for ``apps`` on a fresh store, stopped and closed after."""
+    config = _runner_config(tmp_path, **apps)
+    store, spool = JobStore(config.database), Spool(config.data_dir)
+    runner = AppRunner(config, store, spool)
+    runner.start()
+    try:
+        yield store, spool, runner
+    finally:
+        runner.stop()
+        store.close()
 
 
 def _run_until_settled(runner, store, job_ids, limit_s=60):
@@ -212,12 +281,8 @@ def _run_until_settled(runner, store, job_ids, limit_s=60):
 
 
 def test_runner_times_out_a_hanging_app_survives_a_crash_and_keeps_working(tmp_path):
-    config = _runner_config(tmp_path, echo=("echo_app", 60), hang=("hang_app", 2), crash=("crash_app", 60),
-                            missing=("no_such_app", 60))
-    store, spool = JobStore(config.database), Spool(config.data_dir)
-    runner = AppRunner(config, store, spool)
-    runner.start()
-    try:
+    with _running_runner(tmp_path, echo=("echo_app", 60), hang=("hang_app", 2), crash=("crash_app", 60),
+                         missing=("no_such_app", 60)) as (store, spool, runner):
         hang, crash = _queue(store, spool, tmp_path, "hang"), _queue(store, spool, tmp_path, "crash")
         _run_until_settled(runner, store, [hang, crash])
         assert store.job(hang).state == "failed" and "timed out after 2 s" in store.job(hang).error
@@ -231,18 +296,11 @@ def test_runner_times_out_a_hanging_app_survives_a_crash_and_keeps_working(tmp_p
         assert len(store.due_outbox()) == 1
         analysed = [r for r in store.audit_rows() if r["event"] == "analysed"]
         assert analysed[-1]["details"]["model"] == "echo"
-    finally:
-        runner.stop()
-        store.close()
 
 
 def test_partly_failed_analysis_is_a_failed_job_that_retry_redoes(tmp_path):
     """A SEG written, then the overlay hits a full disk: nothing is sent, the job fails, retry works."""
-    config = _runner_config(tmp_path, partial=("partial_app", 60))
-    store, spool = JobStore(config.database), Spool(config.data_dir)
-    runner = AppRunner(config, store, spool)
-    runner.start()
-    try:
+    with _running_runner(tmp_path, partial=("partial_app", 60)) as (store, spool, runner):
         job = _queue(store, spool, tmp_path, "partial")
         (spool.jobs / f"{job:08d}").mkdir(parents=True)
         (spool.jobs / f"{job:08d}" / "fail-once").touch()
@@ -255,9 +313,6 @@ def test_partly_failed_analysis_is_a_failed_job_that_retry_redoes(tmp_path):
         assert store.job(job).state == "sending" and len(store.due_outbox()) == 1
         assert store.due_outbox()[0].path.parent.name == "out"
         assert len(list(spool.jobs.rglob("out/*.dcm"))) == 1  # the failed run's SEG did not stay beside it
-    finally:
-        runner.stop()
-        store.close()
 
 
 def test_an_analysis_that_finished_before_a_crash_is_recorded_not_run_again(tmp_path):
@@ -290,3 +345,49 @@ def test_an_analysis_that_finished_before_a_crash_is_recorded_not_run_again(tmp_
         assert not (spool.jobs / f"{job:08d}" / "attempt-2").exists()
     finally:
         store.close()
+
+
+def test_the_runner_passes_the_options_a_job_was_routed_with_as_option_arguments(tmp_path):
+    """No rule in this configuration has options: the job's own (stored when routed) are passed."""
+    with _running_runner(tmp_path, echo=("echo_app", 60)) as (store, spool, runner):
+        food = _queue(store, spool, tmp_path, "echo", {"panel": "Food panel", "mode": "a=b"})
+        plain = _queue(store, spool, tmp_path, "echo")
+        _run_until_settled(runner, store, [food, plain])
+        assert store.job(food).state == store.job(plain).state == "sending"
+        assert _echo_argv(spool.jobs / f"{food:08d}") == ["--option", "mode=a=b", "--option", "panel=Food panel"]
+        assert _echo_argv(spool.jobs / f"{plain:08d}") == []
+
+
+def test_the_service_routes_each_photograph_with_its_rules_app_options_to_the_app(tmp_path):
+    """End to end through `dermpacs serve` (local runner): one series, one photograph sent to the
+    rule's called AE title, one to the node's own. The same app, different options: two jobs."""
+    from dicom.service.local_pacs import send_instances
+    from tests.pacs.dcmtk import wait_until
+    from tests.pacs.dermpacs import DermpacsProcess
+    from tests.pacs.netns import free_port
+
+    node = DermpacsProcess(
+        tmp_path / "node", destination=f"PACS@127.0.0.1:{free_port()}",  # no PACS: results wait in the outbox
+        apps={"echo": {"module": "tests.service_apps.echo_app", "timeout_s": 60}},
+        rules=[{"name": "food", "app": "echo", "called_ae_title": "DERMAI-FOOD", "app_options": {"panel": "Food panel"}},
+               {"name": "all", "app": "echo", "sop_class_uid": list(PHOTOGRAPH_SOP_CLASSES)}]).start()
+    try:
+        study, series = generate_uid(), generate_uid()
+        food, plain = (photograph_dataset(np.full((64, 64, 3), i, np.uint8), transfer_syntax=ExplicitVRLittleEndian,
+                                          study_uid=study, series_uid=series, instance_number=i + 1) for i in range(2))
+        assert send_instances([food], f"DERMAI-FOOD@127.0.0.1:{node.port}") == [0]
+        assert send_instances([plain], f"DERMAI@127.0.0.1:{node.port}") == [0]
+        jobs = node.data_dir / "jobs"
+        wait_until(lambda: len(list(jobs.rglob("results.json"))) == 2, 60, what=f"2 analyses\n{node.log_tail()}")
+        argv = {}
+        for folder in jobs.iterdir():
+            (results,) = folder.rglob("results.json")
+            (case,) = json.loads(results.read_text())["cases"]
+            argv[case["sop_instance_uid"]] = _echo_argv(folder)
+        assert argv == {food.SOPInstanceUID: ["--option", "panel=Food panel"], plain.SOPInstanceUID: []}
+        routed = [r["details"] for r in json.loads(node.cli("audit", "export", "--format", "json").stdout)
+                  if r["event"] == "routed"]
+        assert sorted((r["rule"], r.get("app_options")) for r in routed) == [("all", None),
+                                                                              ("food", {"panel": "Food panel"})]
+    finally:
+        node.stop()

@@ -344,6 +344,25 @@ def test_jobs_go_only_to_workers_that_have_the_app(cluster):
     assert "w-pair on " in text and "alive, apps pair, GPU no, 3 done" in text
 
 
+def test_a_rules_app_options_reach_the_app_in_a_worker(cluster):
+    """The listener writes the job's options into job.json; the worker passes them as --option."""
+    c = cluster(rules=[{"name": "food", "app": "pair", "series_description_regex": "food",
+                        "app_options": {"panel": "food-panel"}},  # no space: ImageComments is split on them
+                       {"name": "all", "app": "pair"}])
+    c.worker("w1", delay_s=0)
+    c.node.start()
+    food, plain = storm(1, "Skin prick test, food") + storm(1, "Skin")
+    assert send_instances([food, plain], c.node_address()) == [0] * 2
+    _wait(lambda: c.settled(2), 120, c, "both jobs done")
+    assert_exactly_once(c, [food, plain])
+    options = {}
+    for path in c.pacs.snapshot().values():
+        comment = str(pydicom.dcmread(path).ImageComments)
+        source = comment.split()[0].removeprefix("source=")
+        options.setdefault(source, set()).add(comment.partition(" option:")[2])
+    assert options == {food.SOPInstanceUID: {"panel=food-panel"}, plain.SOPInstanceUID: {""}}
+
+
 def test_a_worker_serves_only_apps_installed_on_it_and_gpu_apps_only_with_a_gpu():
     from dicom.service.worker import worker_apps
 

@@ -344,7 +344,7 @@ class CeleryQueue(AppRunner):
                 instances = self.store.job_instances(job_id)
                 model_dir = self.shared.publish_model(app, self.config.models_dir / "active" / app)
                 self.shared.prepare(job_id, app, [r["sop_instance_uid"] for r in instances],
-                                    [Path(r["path"]) for r in instances], model_dir)
+                                    [Path(r["path"]) for r in instances], model_dir, self.store.job(job_id).app_options)
             if not self._priors_ready(job_id, app):
                 continue
             try:

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 _AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # no backslash, printable, 1-16 chars
+_OPTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")  # an app option's key (the app's --option KEY=VALUE)
 
 
 class ConfigError(ValueError):
@@ -24,6 +25,20 @@ def check_ae_title(value: str, key: str) -> str:
     if not _AE_TITLE.match(value) or not value.strip():
         raise ConfigError(f"{key}: {value!r} is not a valid AE title (1-16 printable characters, no backslash)")
     return value
+
+
+def check_app_options(options: Any, key: str) -> dict[str, str]:
+    """A rule's ``app_options``: names to one-line strings (they become the app's argv)."""
+    if not isinstance(options, dict):
+        raise ConfigError(f"{key}: expected a mapping of option names to strings, e.g. {{panel: Food}}")
+    for name, value in options.items():
+        if not isinstance(name, str) or not _OPTION_NAME.match(name):
+            raise ConfigError(f"{key}: option name {name!r} is not a name (letters, digits, _; not starting with a digit)")
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}.{name}: {value!r} is not a string (quote it in the YAML)")
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+            raise ConfigError(f"{key}.{name}: control characters are not allowed")
+    return options
 
 
 @dataclass(frozen=True)
@@ -88,6 +103,9 @@ class RoutingRule:
     body_part_examined: list[str] | None = None  # compared case-insensitively
     anatomic_region_code: list[str] | None = None  # "SCHEME:VALUE", e.g. "SCT:89545001"
     series_description_regex: str | None = None  # searched case-insensitively
+    # Passed to the app as --option KEY=VALUE (e.g. {panel: Food} for skin_prick); what a key
+    # means is the app's business, the service only checks that keys are names, values text.
+    app_options: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -265,6 +283,7 @@ class ServiceConfig:
                     re.compile(rule.series_description_regex)
                 except re.error as exc:
                     raise ConfigError(f"rules[{rule.name}]: bad regex: {exc}") from exc
+            check_app_options(rule.app_options, f"rules[{rule.name}].app_options")
         self._check_accepted_classes_are_routed()
         limits = self.listener
         if not 1 <= limits.max_associations_per_peer <= limits.max_associations:

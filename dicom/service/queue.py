@@ -10,7 +10,7 @@ With Celery, only job ids go through the broker. Everything else goes through th
 folder (NFS in production), laid out so that every write is a rename of a finished file
 or folder, and so that no two runs of one job ever write the same path::
 
-    SHARED/jobs/00000042/job.json            what to run (app, input SOP Instance UIDs)
+    SHARED/jobs/00000042/job.json            what to run (app, input SOP Instance UIDs, app options)
     SHARED/jobs/00000042/in/*.dcm            the inputs, written by the listener
     SHARED/jobs/00000042/runs/RUN/           one run's results, published by a worker
     SHARED/jobs/00000042/accepted            the run the listener took (later runs are dropped)
@@ -128,9 +128,10 @@ class SharedDir:
         return target
 
     def prepare(self, job_id: int, app: str, sop_instance_uids: list[str], files: list[Path],
-                model_dir: Path | None = None) -> None:
+                model_dir: Path | None = None, app_options: dict[str, str] | None = None) -> None:
         """Inputs and job.json of a queued job: new, or put back by `dermpacs retry` (then the
-        earlier accepted run no longer stands and its inputs were removed)."""
+        earlier accepted run no longer stands and its inputs were removed). ``app_options``:
+        the job's (its routing rule's), passed by the worker as ``--option KEY=VALUE``."""
         (self.job_dir(job_id) / "accepted").unlink(missing_ok=True)
         inputs = self.inputs(job_id)
         if not inputs.exists():
@@ -147,6 +148,7 @@ class SharedDir:
             write_json(self.job_dir(job_id) / "job.json", {"job_id": job_id, "app": app,
                                                            "sop_instance_uids": sop_instance_uids,
                                                            "model_dir": str(model_dir) if model_dir else None,
+                                                           "app_options": dict(app_options or {}),
                                                            "created_at": time.time()})
 
     def accept(self, job_id: int, run_id: str) -> None:

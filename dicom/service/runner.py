@@ -1,7 +1,8 @@
 """Runs analysis apps for jobs in a bounded pool of worker processes, each job with a timeout.
 
 A worker is a child process that imports apps once and runs one job at a time by calling
-the app's ``main(["-i", IN, "-o", OUT])`` — exactly what ``python -m apps.<name>`` runs — so
+the app's ``main(["-i", IN, "-o", OUT, ...])`` — exactly what ``python -m apps.<name>`` runs
+(``-m`` for a promoted model, ``--option KEY=VALUE`` per app option of the job's rule) — so
 apps are unchanged while imports and start-up are paid once per worker, not per job. A job
 that raises, crashes the worker or outlives its timeout is marked failed with the reason;
 the worker is replaced and the service keeps answering.
@@ -20,7 +21,7 @@ import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from dicom.reader import read_file_identity
 
@@ -38,6 +39,11 @@ def app_entry_point(module: str):
     if main is None:
         main = importlib.import_module(f"{module}.app").main
     return main
+
+
+def option_args(app_options: Mapping[str, str]) -> list[str]:
+    """A job's app options as the app's argv (``--option KEY=VALUE``, parsed by apps.runtime)."""
+    return [arg for key, value in sorted(app_options.items()) for arg in ("--option", f"{key}={value}")]
 
 
 def _worker_loop(conn: Connection) -> None:
@@ -184,7 +190,8 @@ class AppRunner:
 
             priors = priors_request(self.config, app.priors_model_name, self.store, job.id, job.app)
         worker.running = _Running(job, app, time.monotonic(), inputs, outputs)
-        worker.conn.send((app.module, str(inputs), str(outputs), self._model_args(job.app), priors))
+        args = self._model_args(job.app) + option_args(job.app_options)
+        worker.conn.send((app.module, str(inputs), str(outputs), args, priors))
         log.info("job %d: %s started on series %s (attempt %d)", job.id, job.app, job.series_instance_uid, job.attempts)
 
     def _model_args(self, app: str) -> list[str]:

@@ -150,20 +150,25 @@ class DermpacsService:
             if segs:  # clinicians' corrections are filed for learning, never analysed
                 self.corrections.file_received(segs)
                 rows = [row for row in rows if row not in segs]
-            by_app: dict[str, list] = defaultdict(list)
+            # One job per app and option set: photographs of a series that rules send to the same
+            # app with different app_options are analysed apart, each with its rule's options.
+            by_app: dict[tuple[str, str], list] = defaultdict(list)
             unrouted = []
             for row in rows:
                 rule = self.router.route(json.loads(row["header"]), row["called_ae"] or self.config.ae_title)
-                (by_app[rule.app].append((rule, row)) if rule else unrouted.append(row["sop_instance_uid"]))
+                if rule is None:
+                    unrouted.append(row["sop_instance_uid"])
+                else:
+                    by_app[rule.app, json.dumps(rule.app_options, sort_keys=True)].append((rule, row))
             if unrouted:
                 self.store.mark_unrouted(unrouted, "no routing rule matches")
                 log.warning("series %s: %d instance(s) match no routing rule; kept, see `dermpacs status`",
                             series_uid, len(unrouted))
-            for app, matched in by_app.items():
+            for (app, _options), matched in by_app.items():
                 rule = matched[0][0]
                 study_uid = matched[0][1]["study_instance_uid"]
                 jobs.append(self.store.create_job(study_uid, series_uid, app, rule.name,
-                                                  [row["sop_instance_uid"] for _, row in matched]))
+                                                  [row["sop_instance_uid"] for _, row in matched], rule.app_options))
         return jobs
 
 

@@ -14,9 +14,9 @@ import sqlite3
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS instances (
@@ -113,6 +113,9 @@ class Job:
     state: str
     attempts: int
     error: str | None
+    # The routing rule's app_options as they were when the job was routed: a retry or a
+    # restart runs it the same way, whatever the configuration says by then.
+    app_options: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -147,7 +150,9 @@ class JobStore:
 
     def _migrate(self) -> None:
         """Columns added after the first release, added to an existing database in place."""
-        added = {"instances": [("version", "INTEGER NOT NULL DEFAULT 1")], "jobs": [("superseded_at", "REAL"), ("purged_at", "REAL")]}
+        added = {"instances": [("version", "INTEGER NOT NULL DEFAULT 1")],
+                 "jobs": [("superseded_at", "REAL"), ("purged_at", "REAL"),
+                          ("app_options", "TEXT NOT NULL DEFAULT '{}'")]}  # JSON: the rule's app_options
         for table, columns in added.items():
             have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
             for name, decl in columns:
@@ -314,13 +319,16 @@ class JobStore:
                 (series_instance_uid,),
             ).fetchall()
 
-    def create_job(self, study_uid: str, series_uid: str, app: str, rule: str, sop_uids: list[str]) -> int:
+    def create_job(self, study_uid: str, series_uid: str, app: str, rule: str, sop_uids: list[str],
+                   app_options: Mapping[str, str] | None = None) -> int:
+        """A queued job; ``app_options`` (the rule's) are kept with it and audited with the routing."""
         now = time.time()
+        options = dict(app_options or {})
         with self._transaction() as db:
             cursor = db.execute(
-                "INSERT INTO jobs(study_instance_uid, series_instance_uid, app, rule, state, created_at, updated_at) "
-                "VALUES (?,?,?,?, 'queued', ?, ?)",
-                (study_uid, series_uid, app, rule, now, now),
+                "INSERT INTO jobs(study_instance_uid, series_instance_uid, app, rule, state, created_at, updated_at, "
+                "app_options) VALUES (?,?,?,?, 'queued', ?, ?, ?)",
+                (study_uid, series_uid, app, rule, now, now, json.dumps(options, sort_keys=True)),
             )
             job_id = int(cursor.lastrowid)
             db.executemany(
@@ -328,7 +336,7 @@ class JobStore:
                 [(job_id, uid) for uid in sop_uids],
             )
             self._audit(db, "routed", job_id=job_id, app=app, rule=rule, series_instance_uid=series_uid,
-                        sop_instance_uids=sop_uids)
+                        sop_instance_uids=sop_uids, **({"app_options": options} if options else {}))
         return job_id
 
     def mark_unrouted(self, sop_uids: list[str], reason: str) -> None:
@@ -356,7 +364,7 @@ class JobStore:
         if row is None:
             return None
         return Job(row["id"], row["study_instance_uid"], row["series_instance_uid"], row["app"], row["rule"],
-                   row["state"], row["attempts"], row["error"])
+                   row["state"], row["attempts"], row["error"], json.loads(row["app_options"] or "{}"))
 
     def unfinished_jobs(self, app: str, before_id: int) -> list[int]:
         """Earlier jobs of ``app`` whose results are not yet delivered (queued, running, sending)."""

@@ -31,7 +31,7 @@ from typing import Any
 
 from .config import AppConfig, ServiceConfig
 from .queue import SharedDir, _safe_name as _file_name, idempotency_key, publish_folder, read_json
-from .runner import _module_exists, _worker_loop, stop_child
+from .runner import _module_exists, _worker_loop, option_args, stop_child
 
 log = logging.getLogger("dermpacs.worker")
 
@@ -219,9 +219,11 @@ class Worker:
             else:
                 slot = self._slots.get()
                 try:
-                    # The listener's promoted model version, if any (else the app's shipped one).
-                    model_args = ["-m", job["model_dir"]] if job.get("model_dir") else []
-                    code, error = slot.run(app.module, self.shared.inputs(job_id), outputs, app.timeout_s, model_args)
+                    # The listener's promoted model version, if any (else the app's shipped one),
+                    # and the options of the rule that routed the job.
+                    args = ["-m", job["model_dir"]] if job.get("model_dir") else []
+                    args += option_args(job.get("app_options") or {})
+                    code, error = slot.run(app.module, self.shared.inputs(job_id), outputs, app.timeout_s, args)
                 finally:
                     self._slots.put(slot)
             results = read_json(outputs / "results.json") or {}

@@ -1,4 +1,7 @@
-"""Writes, for every input file, a copy with a new SOP Instance UID (a 'result') and results.json."""
+"""Writes, for every input file, a copy with a new SOP Instance UID (a 'result') and results.json.
+
+results.json also holds the arguments the app was given after the program name (``argv``),
+so a test sees what the service passed (``-m``, ``--option KEY=VALUE``)."""
 
 import json
 import sys
@@ -21,7 +24,7 @@ def main(argv: list[str]) -> int:
         cases.append({"source": path.name, "sop_instance_uid": source_uid, "status": "analysed", "error": None})
     (outputs / "results.json").write_text(json.dumps({
         "app": "echo", "algorithm": {"name": "echo", "version": "1", "weights_sha256": "0" * 64},
-        "analysed": len(cases), "failed": 0, "cases": cases}))
+        "analysed": len(cases), "failed": 0, "cases": cases, "argv": argv[1:]}))
     return 0
 
 
