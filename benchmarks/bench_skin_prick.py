@@ -58,7 +58,8 @@ def main() -> int:
         totals = []
         for rep in range(args.repeats + 1):  # the first repetition warms up and is not counted
             out = work / f"out_{long_side}_{rep}"
-            steps = [PhotoLoadStep(), SkinPrickSegmentationStep(segmenter), SkinPrickMeasurementStep(),
+            steps = [PhotoLoadStep(), SkinPrickSegmentationStep(segmenter),
+                     SkinPrickMeasurementStep(flare_edge=segmenter.config.flare_edge),
                      SegWriterStep(out, algorithm), SrWriterStep(out, algorithm)]
             case = PhotoCase(source=path)
             for step in steps:

@@ -41,16 +41,18 @@ MIN_REACTION_MODEL_PX = 12
 class SkinPrickMeasurementStep:
     step_name = "skin prick measurement"
 
-    def __init__(self, min_reaction_model_px: int = MIN_REACTION_MODEL_PX) -> None:
+    def __init__(self, min_reaction_model_px: int = MIN_REACTION_MODEL_PX, flare_edge=None) -> None:
+        """``flare_edge``: the segmenter's ``FlareEdgeConfig`` (flare edges refined from the
+        photograph's colours when enabled); None reads the net's masks as they are."""
         self.min_reaction_model_px = min_reaction_model_px
+        self.flare_edge = flare_edge
 
     def process(self, case: PhotoCase) -> None:
-        from models.prick.measure import drop_strokes, find_reactions
+        from models.prick.measure import reactions_from_masks
 
-        erythema, wheal = case.findings["prick_erythema"], case.findings["prick_wheal"]
-        scale = case.findings.get("prick_model_scale", 1.0)
-        min_px = max(1, int(round(self.min_reaction_model_px / (scale * scale))))
-        reactions = drop_strokes(find_reactions(erythema, wheal, min_area_px=min_px))
+        reactions = reactions_from_masks(case.findings["prick_erythema"], case.findings["prick_wheal"],
+                                         case.findings.get("prick_model_scale", 1.0), self.min_reaction_model_px,
+                                         rgb=case.photo.pixels, flare_edge=self.flare_edge)
         self.report(case, reactions)
 
     @staticmethod
@@ -116,5 +118,5 @@ class SkinPrickMeasurementStep:
 
 
 class SkinPrickMeasurementOperator(StepOperator):
-    def __init__(self, fragment: Fragment, *args, **kwargs) -> None:
-        super().__init__(fragment, *args, step=SkinPrickMeasurementStep(), **kwargs)
+    def __init__(self, fragment: Fragment, *args, flare_edge=None, **kwargs) -> None:
+        super().__init__(fragment, *args, step=SkinPrickMeasurementStep(flare_edge=flare_edge), **kwargs)

@@ -329,3 +329,57 @@ def test_pieces_of_a_flare_join_the_reaction_beside_them_not_a_reaction_with_its
     assert big.wheal.any()
     assert big.erythema_pixels == sum(r.erythema_pixels for r in reactions
                                       if abs(r.centroid_xy[0] - 150) < 100)
+
+
+def _arm_with_a_faint_flare(skin_rgb, redness: float, seed: int = 0):
+    """Skin with one flare (radius 100 px, blurred edge) and its pale wheal (radius 20 px);
+    the arm ends 20 px inside the flare's right edge, on a pink sheet. Returns the photograph,
+    the flare on the skin (the truth) and the wheal."""
+    rng = np.random.default_rng(seed)
+    h, w = 360, 480
+    img = np.ones((h, w, 3), np.float32) * np.array(skin_rgb, np.float32)
+    img *= 1 + rng.normal(0, 0.015, (h, w, 1)).astype(np.float32)
+    flare = np.zeros((h, w), np.float32)
+    cv2.circle(flare, (240, 180), 100, 1.0, -1)
+    red = redness * np.clip(cv2.GaussianBlur(flare, (0, 0), 8) * 1.1, 0, 1)
+    img[..., 0] *= 1 + 0.06 * red
+    img[..., 1] *= 1 - 0.32 * red
+    img[..., 2] *= 1 - 0.26 * red
+    wheal = np.zeros((h, w), np.uint8)
+    cv2.circle(wheal, (240, 180), 20, 1, -1)
+    img[wheal.astype(bool)] *= np.array([1.05, 1.12, 1.10], np.float32)
+    img[:, 320:] = (225, 150, 200)  # a pink sheet
+    flare[:, 320:] = 0
+    return np.clip(img, 0, 255).astype(np.uint8), flare.astype(bool), wheal.astype(bool)
+
+
+def test_a_faint_flare_the_net_read_in_part_is_taken_to_its_edge_not_into_a_pink_sheet():
+    from models.prick.config import FlareEdgeConfig
+    from models.prick.measure import refine_flare_edges
+
+    rgb, flare, wheal = _arm_with_a_faint_flare((232, 196, 178), redness=0.35)
+    net = np.zeros_like(wheal, np.uint8)
+    cv2.circle(net, (240, 180), 70, 1, -1)  # the net saw the flare's redder middle only
+    cv2.circle(net, (100, 60), 12, 1, -1)  # another reaction beside it, left alone
+    reactions = find_reactions(net.astype(bool), wheal, min_area_px=10)
+    config = FlareEdgeConfig(enabled=True)
+    refined = refine_flare_edges(reactions, rgb, config)
+    big = max(refined, key=lambda r: r.erythema_pixels)
+    ery, wh = big.full_masks(flare.shape)
+    assert abs(np.count_nonzero(ery) / np.count_nonzero(flare) - 1) < 0.10  # 70 px in: -51 %
+    assert np.count_nonzero(ery[:, 320:]) == 0  # the pink sheet is not flare
+    assert np.array_equal(wh, wheal)  # the wheal is the net's
+    small = min(refined, key=lambda r: r.erythema_pixels)
+    assert small.erythema_pixels == min(r.erythema_pixels for r in reactions)
+
+
+def test_a_flare_hardly_redder_than_dark_skin_is_kept_as_the_net_read_it():
+    from models.prick.config import FlareEdgeConfig
+    from models.prick.measure import refine_flare_edges
+
+    rgb, flare, wheal = _arm_with_a_faint_flare((92, 60, 44), redness=0.05)
+    net = np.zeros_like(wheal, np.uint8)
+    cv2.circle(net, (240, 180), 70, 1, -1)
+    reactions = find_reactions(net.astype(bool), wheal, min_area_px=10)
+    refined = refine_flare_edges(reactions, rgb, FlareEdgeConfig(enabled=True))
+    assert [r.erythema_pixels for r in refined] == [r.erythema_pixels for r in reactions]

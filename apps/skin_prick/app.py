@@ -69,7 +69,8 @@ class SkinPrickApp(Application):
 
         loader = DicomPhotoLoaderOperator(self, CountCondition(self, 1), input_folder=input_folder, name="photo_loader")
         segment = SkinPrickSegmentationOperator(self, segmenter=segmenter, name="wheal_erythema_segmentation")
-        measure = SkinPrickMeasurementOperator(self, name="prick_site_measurement")
+        measure = SkinPrickMeasurementOperator(self, flare_edge=segmenter.config.flare_edge,
+                                               name="prick_site_measurement")
         panel = SkinPrickPanelOperator(self, segmenter=segmenter, panel_name=self.app_options.get("panel"),
                                        name="prick_panel_reading")
         seg = SegWriterOperator(self, output_folder=output_folder, algorithm=algorithm, name="seg_writer")

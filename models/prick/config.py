@@ -89,6 +89,30 @@ class LossConfig:
 
 
 @dataclass
+class FlareEdgeConfig:
+    """Where a reaction's flare ends, read from the photograph's own colours after the net.
+
+    The net reads a faint flare on fair skin only in part (a ragged patch around the
+    wheal). Its edge is taken where the redness falls to ``half_contrast`` of the flare's
+    own contrast against the skin just beyond it, counting only pixels whose colour change
+    points the way this flare's does (at most ``max_off_axis`` of it sideways), so shading,
+    a pink sheet or a pen mark is not taken for flare; it reaches at most ``reach`` x the
+    reaction's equivalent radius beyond the net's outline. A flare whose redness is under
+    ``min_contrast_sd`` robust SDs of the skin's (dark skin, flare-less wheals) is left as
+    the net read it, and so is a region less solid than ``min_solidity`` (merged flares are
+    0.75 or more; the net's flare run together with a red sheet along the arm was 0.42).
+    Chosen on validation panels (seed 7031), never on the card's test ones.
+    """
+
+    enabled: bool = False
+    half_contrast: float = 0.7
+    max_off_axis: float = 0.4
+    reach: float = 0.35
+    min_contrast_sd: float = 3.0
+    min_solidity: float = 0.6
+
+
+@dataclass
 class PrickConfig:
     name: str = "skin_prick_unet"
     version: str = "0.0.0"
@@ -100,6 +124,7 @@ class PrickConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    flare_edge: FlareEdgeConfig = field(default_factory=FlareEdgeConfig)
 
 
 def load_config(path: str | Path) -> PrickConfig:

@@ -4,7 +4,7 @@
 
 Photographs 512x384, 1024x768, 2048x1536 and 4000x3000 in turn (seed 9013, never used in
 training), 2 x 6 panels at 25 mm, about a third oblique. Each goes through the app's path
-(``PrickSegmenter.predict_panel`` -> ``find_reactions`` -> ``drop_strokes`` -> ``read_panel``; Pixel Spacing
+(``PrickSegmenter.predict_panel`` -> ``reactions_from_masks`` -> ``read_panel``; Pixel Spacing
 given for frontal views, the panel grid calibrates oblique ones). Reports:
 
 - Dice per class (whole reaction incl. wheal; wheal), pooled and mean per image;
@@ -30,7 +30,7 @@ import numpy as np
 from models.metrics import confusion, dice
 from models.report import Metric, breakdown, mean_of, median_abs_of, sheet_row, write_contact_sheets, write_report
 
-from .measure import bland_altman, drop_strokes, find_reactions
+from .measure import bland_altman, reactions_from_masks
 from .panel import (LayoutConfig, PanelConfig, PanelSiteConfig, check_without_panel, reaction_centre,
                     read_panel)
 from .synthetic import generate_sample
@@ -112,9 +112,8 @@ def evaluate(segmenter, count: int, seed: int = SEED, min_reaction_model_px: int
             generate_sample(seed, i, size=size, grid=(2, 6), spacing_mm=25.0)
         t0 = time.perf_counter()
         pred = segmenter.predict_panel(s.image)
-        scale = pred.model_scale
-        min_px = max(1, int(round(min_reaction_model_px / (scale * scale))))
-        reactions = drop_strokes(find_reactions(pred.erythema, pred.wheal, min_area_px=min_px))
+        reactions = reactions_from_masks(pred.erythema, pred.wheal, pred.model_scale, min_reaction_model_px,
+                                         rgb=s.image, flare_edge=segmenter.config.flare_edge)
         pred.erythema, pred.wheal = kept_masks(reactions, s.label.shape)  # what the SEG holds
         spacing = None if s.oblique else (1 / s.px_per_mm, 1 / s.px_per_mm)
         check = verifier.bind(s.image, segmenter) if verifier is not None else None
@@ -289,6 +288,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scenario", choices=("panel", "six"), default="panel",
                    help="panel: 2 x 6 panels with quiet sites; six: issue 13's six-reaction photograph "
                         "(read without a panel)")
+    p.add_argument("--flare-edge", choices=("config", "on", "off"), default="config",
+                   help="refine flare edges from the photograph's colours as the weights' YAML says (config), "
+                        "or force it on/off (the card's before/after)")
     p.add_argument("--tune-thresholds", type=int, default=0, metavar="N",
                    help="first choose the reaction/wheal thresholds on N validation panels (seed 7031) "
                         "and write them into the weights' YAML")
@@ -302,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
         seg.config.model.thresholds = (reaction_t, wheal_t, seg.config.model.thresholds[2])
         save_config(seg.config, Path(args.weights).with_suffix(".yaml"))
         seg = PrickSegmenter.load(args.weights)
+    if args.flare_edge != "config":
+        seg.config.flare_edge.enabled = args.flare_edge == "on"
     sheet: list[np.ndarray] = []
     verifier = None
     if args.verifier:
@@ -319,7 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     report = breakdown(result["per_image"], ["model"], METRICS, FACTORS,
                        f"held-out synthetic {'2x6 panels' if args.scenario == 'panel' else 'six-reaction arms'} "
                        f"(seed {args.seed}, {Path(args.weights).name}"
-                       f"{', read without a panel' if reads_without_panel(args) else ''})")
+                       f"{', read without a panel' if reads_without_panel(args) else ''}"
+                       f"{', flare edges from colour' if seg.config.flare_edge.enabled else ''})")
     report["per_image"] = result["per_image"]
     write_report(report, out)
     write_contact_sheets(sheet, out)
@@ -327,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
                                       "diameter_mm")}
     summary["reading"] = "no panel" if reads_without_panel(args) else "panel"
     summary["scenario"] = args.scenario
+    summary["flare_edge"] = seg.config.flare_edge.enabled
     for k in result["bland_altman"]:
         summary[f"bland_altman_{k}"] = {m: round(v, 3) for m, v in result["bland_altman"][k].items()
                                         if m in ("mean_difference", "loa_lower", "loa_upper", "n")}

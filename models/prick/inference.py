@@ -136,7 +136,7 @@ class PrickSegmenter:
         reaction (``models.prick.measure.Reaction``, photograph coordinates) whose centre is
         within ``max_offset_mm`` of the site, the largest if several; None if there is none.
         """
-        from .measure import Reaction, drop_strokes, find_reactions
+        from .measure import Reaction, reactions_from_masks
         from .panel import reaction_centre
 
         h, w = rgb.shape[:2]
@@ -145,10 +145,11 @@ class PrickSegmenter:
         x0, y0, x1, y1 = max(0, cx - half), max(0, cy - half), min(w, cx + half), min(h, cy + half)
         if x1 - x0 < 8 or y1 - y0 < 8:
             return None
-        pred = self.predict_panel(rgb[y0:y1, x0:x1])
-        min_px = max(1, int(round(min_reaction_model_px / pred.model_scale**2)))
+        window = rgb[y0:y1, x0:x1]
+        pred = self.predict_panel(window)
         best = None
-        for r in drop_strokes(find_reactions(pred.erythema, pred.wheal, min_area_px=min_px)):
+        for r in reactions_from_masks(pred.erythema, pred.wheal, pred.model_scale, min_reaction_model_px,
+                                      rgb=window, flare_edge=self.config.flare_edge):
             rx, ry = reaction_centre(r)
             if np.hypot(rx + x0 - xy[0], ry + y0 - xy[1]) / px_per_mm <= max_offset_mm:
                 if best is None or r.erythema_pixels > best.erythema_pixels:

@@ -193,6 +193,92 @@ def drop_strokes(reactions: list[Reaction], min_solidity: float = 0.78,
             or (solidity(r.erythema) >= min_solidity and elongation(r.erythema) <= max_elongation)]
 
 
+def _fill_holes(mask: np.ndarray) -> np.ndarray:
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    filled = np.zeros(mask.shape, np.uint8)
+    cv2.drawContours(filled, contours, -1, 1, -1)
+    return filled.astype(bool)
+
+
+def _skin_colour(samples: np.ndarray, keep: float = 0.6) -> tuple[np.ndarray, np.ndarray]:
+    """Median colour and robust SD (per channel) of the ring around a reaction, from the
+    ``keep`` fraction of its pixels closest to the median: where the arm ends, the ring also
+    crosses the sheet or the wall behind it, which is not this person's skin."""
+    centre = np.median(samples, axis=0)
+    distance = np.linalg.norm(samples - centre, axis=1)
+    near = samples[distance <= np.quantile(distance, keep)]
+    centre = np.median(near, axis=0)
+    return centre, 1.4826 * np.median(np.abs(near - centre), axis=0) + 0.5
+
+
+def refine_flare_edges(reactions: list[Reaction], rgb: np.ndarray, config) -> list[Reaction]:
+    """Each reaction's flare taken out to where its redness falls to ``config.half_contrast``
+    of its own contrast against this arm's skin (``models.prick.config.FlareEdgeConfig`` says
+    why and how far). Wheals, reactions without a flare of their own (under ~30 pixels of
+    halo), flares too faint against the skin and regions no flare is shaped like (a flare
+    run together with a red sheet along the arm) are kept as the net read them; a flare
+    never grows into another reaction."""
+    h, w = rgb.shape[:2]
+    owner = np.zeros((h, w), np.int32)
+    for k, r in enumerate(reactions, start=1):
+        x0, y0, x1, y1 = r.bbox
+        owner[y0:y1, x0:x1][r.erythema] = k
+    out = []
+    for k, r in enumerate(reactions, start=1):
+        req = np.sqrt(r.erythema_pixels / np.pi)  # equivalent radius, px
+        if np.count_nonzero(r.erythema & ~r.wheal) < 30 or req < 4 or solidity(r.erythema) < config.min_solidity:
+            out.append(r)
+            continue
+        reach = config.reach * req + 2
+        ring_width = max(4.0, 0.3 * req)
+        pad = int(np.ceil(reach + 1 + ring_width)) + 2
+        x0, y0, x1, y1 = r.bbox
+        X0, Y0, X1, Y1 = max(0, x0 - pad), max(0, y0 - pad), min(w, x1 + pad), min(h, y1 + pad)
+        lab = cv2.cvtColor(np.ascontiguousarray(rgb[Y0:Y1, X0:X1]), cv2.COLOR_RGB2LAB).astype(np.float32)
+        lab = cv2.GaussianBlur(lab, (0, 0), max(1.0, req / 25))
+        mine, wheal = np.zeros(lab.shape[:2], bool), np.zeros(lab.shape[:2], bool)
+        mine[y0 - Y0:y1 - Y0, x0 - X0:x1 - X0] = r.erythema
+        wheal[y0 - Y0:y1 - Y0, x0 - X0:x1 - X0] = r.wheal
+        others = (owner[Y0:Y1, X0:X1] > 0) & (owner[Y0:Y1, X0:X1] != k)
+        distance = cv2.distanceTransform((~mine).astype(np.uint8), cv2.DIST_L2, 5)
+        ring = (distance > reach + 1) & (distance < reach + 1 + ring_width) & ~others
+        if np.count_nonzero(ring) < 30:
+            out.append(r)
+            continue
+        skin, skin_sd = _skin_colour(lab[ring])
+        flare = np.median(lab[mine & ~wheal], axis=0) - skin  # this flare's colour change
+        if flare[1] < config.min_contrast_sd * skin_sd[1]:  # a* (redness) hardly above the skin's
+            out.append(r)
+            continue
+        change = lab - skin
+        along = change @ flare / float(flare @ flare)
+        sideways = np.linalg.norm(change - along[..., None] * flare, axis=-1) / float(np.linalg.norm(flare))
+        candidate = mine | ((along >= config.half_contrast) & (sideways <= config.max_off_axis)
+                            & (distance <= reach) & ~others)
+        _, parts = cv2.connectedComponents(candidate.astype(np.uint8), connectivity=8)
+        touching = np.unique(parts[mine])
+        grown = _fill_holes(np.isin(parts, touching[touching > 0])) & ~others
+        ys, xs = np.nonzero(grown)
+        by0, by1, bx0, bx1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+        out.append(Reaction(bbox=(X0 + int(bx0), Y0 + int(by0), X0 + int(bx1), Y0 + int(by1)),
+                            erythema=grown[by0:by1, bx0:bx1].copy(),
+                            wheal=(wheal & grown)[by0:by1, bx0:bx1].copy(), centroid_xy=r.centroid_xy))
+    return out
+
+
+def reactions_from_masks(erythema: np.ndarray, wheal: np.ndarray, model_scale: float,
+                         min_reaction_model_px: int = 12, rgb: np.ndarray | None = None,
+                         flare_edge=None) -> list[Reaction]:
+    """The reactions the app measures from the net's masks: specks under
+    ``min_reaction_model_px`` pixels of the model's input dropped, pen strokes dropped, flare
+    edges refined from the photograph when ``flare_edge`` (``FlareEdgeConfig``) is enabled."""
+    min_px = max(1, int(round(min_reaction_model_px / (model_scale * model_scale))))
+    reactions = drop_strokes(find_reactions(erythema, wheal, min_area_px=min_px))
+    if rgb is not None and flare_edge is not None and flare_edge.enabled:
+        reactions = refine_flare_edges(reactions, np.asarray(rgb), flare_edge)
+    return reactions
+
+
 def merge_flare_fragments(reactions: list[Reaction], marks_xy, max_gap_px: float) -> list[Reaction]:
     """Join each region of redness without a wheal or a prick mark of its own to the
     reaction with a wheal whose flare it nearly touches (within ``max_gap_px``): a large
