@@ -211,6 +211,44 @@ def _skin_colour(samples: np.ndarray, keep: float = 0.6) -> tuple[np.ndarray, np
     return centre, 1.4826 * np.median(np.abs(near - centre), axis=0) + 0.5
 
 
+FLARE_READ_RADIUS_PX = 48.0
+
+
+def _shrink(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``image`` at (width, height): colour by area averaging, masks by majority."""
+    if image.shape[1::-1] == tuple(size):
+        return image
+    if image.dtype == bool:
+        return cv2.resize(image.astype(np.uint8) * 255, size, interpolation=cv2.INTER_LINEAR) >= 128
+    return cv2.resize(np.ascontiguousarray(image), size, interpolation=cv2.INTER_AREA)
+
+
+def _grow_flare(rgb: np.ndarray, mine: np.ndarray, wheal: np.ndarray, others: np.ndarray, req: float,
+                config) -> np.ndarray | None:
+    """The flare grown from ``mine`` (see ``refine_flare_edges``), in the window's pixels, or
+    None where the skin ring is too small or the flare too faint to tell from the skin."""
+    reach = config.reach * req + 2
+    ring_width = max(4.0, 0.3 * req)
+    lab = cv2.GaussianBlur(cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB).astype(np.float32), (0, 0), max(1.0, req / 25))
+    distance = cv2.distanceTransform((~mine).astype(np.uint8), cv2.DIST_L2, 5)
+    ring = (distance > reach + 1) & (distance < reach + 1 + ring_width) & ~others
+    halo = mine & ~wheal
+    if np.count_nonzero(ring) < 30 or not halo.any():
+        return None
+    skin, skin_sd = _skin_colour(lab[ring])
+    flare = np.median(lab[halo], axis=0) - skin  # this flare's colour change
+    if flare[1] < config.min_contrast_sd * skin_sd[1]:  # a* (redness) hardly above the skin's
+        return None
+    change = lab - skin
+    along = change @ flare / float(flare @ flare)
+    sideways = np.linalg.norm(change - along[..., None] * flare, axis=-1) / float(np.linalg.norm(flare))
+    candidate = mine | ((along >= config.half_contrast) & (sideways <= config.max_off_axis)
+                        & (distance <= reach) & ~others)
+    _, parts = cv2.connectedComponents(candidate.astype(np.uint8), connectivity=8)
+    touching = np.unique(parts[mine])
+    return np.isin(parts, touching[touching > 0])
+
+
 def refine_flare_edges(reactions: list[Reaction], rgb: np.ndarray, config) -> list[Reaction]:
     """Each reaction's flare taken out to where its redness falls to ``config.half_contrast``
     of its own contrast against this arm's skin (``models.prick.config.FlareEdgeConfig`` says
@@ -229,35 +267,23 @@ def refine_flare_edges(reactions: list[Reaction], rgb: np.ndarray, config) -> li
         if np.count_nonzero(r.erythema & ~r.wheal) < 30 or req < 4 or solidity(r.erythema) < config.min_solidity:
             out.append(r)
             continue
-        reach = config.reach * req + 2
-        ring_width = max(4.0, 0.3 * req)
-        pad = int(np.ceil(reach + 1 + ring_width)) + 2
+        # Read at most FLARE_READ_RADIUS_PX of radius per reaction: a 40 mm flare in a 12 MP photograph is
+        # ~300 px across, and its edge needs no more detail than the net's own input gives.
+        f = max(1.0, req / FLARE_READ_RADIUS_PX)
         x0, y0, x1, y1 = r.bbox
+        pad = int(np.ceil((config.reach + 0.3) * req + 9 * f))  # reach, a gap and the skin ring beyond it
         X0, Y0, X1, Y1 = max(0, x0 - pad), max(0, y0 - pad), min(w, x1 + pad), min(h, y1 + pad)
-        lab = cv2.cvtColor(np.ascontiguousarray(rgb[Y0:Y1, X0:X1]), cv2.COLOR_RGB2LAB).astype(np.float32)
-        lab = cv2.GaussianBlur(lab, (0, 0), max(1.0, req / 25))
-        mine, wheal = np.zeros(lab.shape[:2], bool), np.zeros(lab.shape[:2], bool)
+        mine, wheal = np.zeros((Y1 - Y0, X1 - X0), bool), np.zeros((Y1 - Y0, X1 - X0), bool)
         mine[y0 - Y0:y1 - Y0, x0 - X0:x1 - X0] = r.erythema
         wheal[y0 - Y0:y1 - Y0, x0 - X0:x1 - X0] = r.wheal
         others = (owner[Y0:Y1, X0:X1] > 0) & (owner[Y0:Y1, X0:X1] != k)
-        distance = cv2.distanceTransform((~mine).astype(np.uint8), cv2.DIST_L2, 5)
-        ring = (distance > reach + 1) & (distance < reach + 1 + ring_width) & ~others
-        if np.count_nonzero(ring) < 30:
+        size = (max(1, int(round((X1 - X0) / f))), max(1, int(round((Y1 - Y0) / f))))
+        grown_small = _grow_flare(_shrink(rgb[Y0:Y1, X0:X1], size), _shrink(mine, size), _shrink(wheal, size),
+                                  _shrink(others, size), req / f, config)
+        if grown_small is None:
             out.append(r)
             continue
-        skin, skin_sd = _skin_colour(lab[ring])
-        flare = np.median(lab[mine & ~wheal], axis=0) - skin  # this flare's colour change
-        if flare[1] < config.min_contrast_sd * skin_sd[1]:  # a* (redness) hardly above the skin's
-            out.append(r)
-            continue
-        change = lab - skin
-        along = change @ flare / float(flare @ flare)
-        sideways = np.linalg.norm(change - along[..., None] * flare, axis=-1) / float(np.linalg.norm(flare))
-        candidate = mine | ((along >= config.half_contrast) & (sideways <= config.max_off_axis)
-                            & (distance <= reach) & ~others)
-        _, parts = cv2.connectedComponents(candidate.astype(np.uint8), connectivity=8)
-        touching = np.unique(parts[mine])
-        grown = _fill_holes(np.isin(parts, touching[touching > 0])) & ~others
+        grown = _fill_holes(mine | _shrink(grown_small, (X1 - X0, Y1 - Y0))) & ~others
         ys, xs = np.nonzero(grown)
         by0, by1, bx0, bx1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
         out.append(Reaction(bbox=(X0 + int(bx0), Y0 + int(by0), X0 + int(bx1), Y0 + int(by1)),
