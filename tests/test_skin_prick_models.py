@@ -185,6 +185,27 @@ def test_touching_halos_are_split_between_their_wheals():
     assert r.wheal_pixels == 0 and r.ratio == 0.0
 
 
+def test_merged_flares_of_a_12_mp_photograph_split_on_blocks_as_at_full_resolution():
+    """Two touching 40 mm flares at ~15 px/mm: split on 3 x 3 blocks, the parts cover the
+    component exactly, each holds its wheal, and they agree with the full-resolution split."""
+    from models.prick.measure import _split_by_wheals
+
+    erythema = np.zeros((700, 1300), np.uint8)
+    wheal = np.zeros_like(erythema)
+    cv2.circle(erythema, (340, 350), 300, 1, -1)
+    cv2.ellipse(erythema, (900, 350), (330, 280), 15, 0, 360, 1, -1)
+    cv2.circle(wheal, (340, 350), 90, 1, -1)
+    cv2.circle(wheal, (920, 330), 6, 1, -1)  # a 1 mm wheal: still a seed on the coarse grid
+    component, wheal = erythema.astype(bool), wheal.astype(bool)
+    blocks = _split_by_wheals(component, wheal, min_wheal_px=4)
+    full = _split_by_wheals(component, wheal, min_wheal_px=4, max_side=10_000)
+    assert len(blocks) == len(full) == 2
+    assert np.array_equal(blocks[0] | blocks[1], component) and not (blocks[0] & blocks[1]).any()
+    assert blocks[0][350, 340] and blocks[1][330, 920]
+    for b, f in zip(blocks, full):
+        assert np.count_nonzero(b & f) / np.count_nonzero(b | f) > 0.99
+
+
 def test_bland_altman_by_hand():
     ba = bland_altman([10, 12, 14, 16], [9, 13, 12, 15])  # differences 1, -1, 2, 1
     assert ba["n"] == 4

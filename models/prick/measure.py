@@ -121,20 +121,35 @@ class Reaction:
         return ery, wh
 
 
-def _split_by_wheals(component: np.ndarray, wheal: np.ndarray, min_wheal_px: int) -> list[np.ndarray]:
-    """Parts of one erythema component, one per separate wheal (watershed), or itself."""
+def _split_by_wheals(component: np.ndarray, wheal: np.ndarray, min_wheal_px: int,
+                     max_side: int = 512) -> list[np.ndarray]:
+    """Parts of one erythema component, one per separate wheal (watershed), or itself.
+
+    A component over ``max_side`` pixels is split on a grid of f x f blocks (f the smallest
+    integer that brings it under ``max_side``): the masks come from the net's input (768 px
+    for the whole photograph), so the full-resolution watershed of a merged pair of flares in
+    a 12 MP photograph (0.6 s) resolved nothing the net drew."""
     n, markers, stats, _ = cv2.connectedComponentsWithStats(wheal.astype(np.uint8), connectivity=8)
     keep = [k for k in range(1, n) if stats[k, cv2.CC_STAT_AREA] >= min_wheal_px]
     if len(keep) < 2:
         return [component]
     from skimage.segmentation import watershed
 
-    seeds = np.zeros(component.shape, np.int32)
+    h, w = component.shape
+    f = max(1, int(np.ceil(max(h, w) / max_side)))
+    hs, ws = -(-h // f), -(-w // f)
+    padded = np.zeros((hs * f, ws * f), bool)
+    padded[:h, :w] = component
+    blocks = padded.reshape(hs, f, ws, f).any(axis=(1, 3))  # every block that holds the component
+    seeds = np.zeros((hs, ws), np.int32)
     for new, k in enumerate(keep, start=1):
-        seeds[markers == k] = new
-    distance = cv2.distanceTransform(component.astype(np.uint8), cv2.DIST_L2, 5)
-    regions = watershed(-distance, seeds, mask=component)
-    return [regions == k for k in range(1, len(keep) + 1)]
+        ys, xs = np.nonzero(markers == k)
+        seeds[ys // f, xs // f] = new
+    distance = cv2.distanceTransform(blocks.astype(np.uint8), cv2.DIST_L2, 5)
+    regions = watershed(-distance, seeds, mask=blocks)
+    if f > 1:
+        regions = np.repeat(np.repeat(regions, f, axis=0), f, axis=1)[:h, :w]
+    return [(regions == k) & component for k in range(1, len(keep) + 1)]
 
 
 def find_reactions(erythema: np.ndarray, wheal: np.ndarray, min_area_px: int = 1) -> list[Reaction]:
