@@ -404,3 +404,27 @@ def test_a_flare_hardly_redder_than_dark_skin_is_kept_as_the_net_read_it():
     reactions = find_reactions(net.astype(bool), wheal, min_area_px=10)
     refined = refine_flare_edges(reactions, rgb, FlareEdgeConfig(enabled=True))
     assert [r.erythema_pixels for r in refined] == [r.erythema_pixels for r in reactions]
+
+
+def test_a_ragged_part_read_of_a_flare_has_its_gaps_filled_but_grows_no_further():
+    """The net's read of a faint flare with deep gaps in it (solidity under 0.6, like a flare
+    run together with a sheet): the gaps that are flare are filled, nothing beyond its outline."""
+    from models.prick.config import FlareEdgeConfig
+    from models.prick.measure import refine_flare_edges, solidity
+
+    rgb, flare, wheal = _arm_with_a_faint_flare((232, 196, 178), redness=0.35)
+    net = np.zeros_like(wheal, np.uint8)
+    cv2.circle(net, (240, 180), 85, 1, -1)
+    for angle in range(0, 360, 45):  # eight deep wedges cut out of the read
+        cv2.ellipse(net, (240, 180), (85, 85), 0, angle, angle + 30, 0, -1)
+    cv2.circle(net, (240, 180), 25, 1, -1)
+    net = net.astype(bool) | wheal
+    assert solidity(net) < 0.6
+    (read,) = find_reactions(net, wheal, min_area_px=10)
+    (refined,) = refine_flare_edges([read], rgb, FlareEdgeConfig(enabled=True))
+    ery, _ = refined.full_masks(flare.shape)
+    hull = np.zeros_like(net, np.uint8)
+    cv2.fillConvexPoly(hull, cv2.convexHull(cv2.findNonZero(net.astype(np.uint8))), 1)
+    hull = cv2.dilate(hull, np.ones((5, 5), np.uint8)).astype(bool)  # the read's resampling: 2 px
+    assert np.count_nonzero(ery & ~hull) == 0
+    assert np.count_nonzero(ery & flare) > 1.5 * np.count_nonzero(net & flare)  # the wedges were flare

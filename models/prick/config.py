@@ -99,8 +99,9 @@ class FlareEdgeConfig:
     a pink sheet or a pen mark is not taken for flare; it reaches at most ``reach`` x the
     reaction's equivalent radius beyond the net's outline. A flare whose redness is under
     ``min_contrast_sd`` robust SDs of the skin's (dark skin, flare-less wheals) is left as
-    the net read it, and so is a region less solid than ``min_solidity`` (merged flares are
-    0.75 or more; the net's flare run together with a red sheet along the arm was 0.42).
+    the net read it. A region less solid than ``min_solidity`` (a ragged part-read of a
+    faint flare, or the net's flare run together with a red sheet along the arm: 0.42; merged
+    flares are 0.75 or more) only has its gaps filled, within its convex hull.
     Chosen on validation panels (seed 7031), never on the card's test ones.
     """
 

@@ -238,6 +238,13 @@ def _shrink(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(np.ascontiguousarray(image), size, interpolation=cv2.INTER_AREA)
 
 
+def _convex_hull(mask: np.ndarray) -> np.ndarray:
+    hull = cv2.convexHull(cv2.findNonZero(mask.astype(np.uint8)))
+    out = np.zeros(mask.shape, np.uint8)
+    cv2.fillConvexPoly(out, hull, 1)
+    return out.astype(bool)
+
+
 def _grow_flare(rgb: np.ndarray, mine: np.ndarray, wheal: np.ndarray, others: np.ndarray, req: float,
                 config) -> np.ndarray | None:
     """The flare grown from ``mine`` (see ``refine_flare_edges``), in the window's pixels, or
@@ -259,6 +266,8 @@ def _grow_flare(rgb: np.ndarray, mine: np.ndarray, wheal: np.ndarray, others: np
     sideways = np.linalg.norm(change - along[..., None] * flare, axis=-1) / float(np.linalg.norm(flare))
     candidate = mine | ((along >= config.half_contrast) & (sideways <= config.max_off_axis)
                         & (distance <= reach) & ~others)
+    if solidity(mine) < config.min_solidity:  # ragged: fill its gaps, never grow past its outline
+        candidate &= _convex_hull(mine)
     _, parts = cv2.connectedComponents(candidate.astype(np.uint8), connectivity=8)
     touching = np.unique(parts[mine])
     return np.isin(parts, touching[touching > 0])
@@ -268,9 +277,9 @@ def refine_flare_edges(reactions: list[Reaction], rgb: np.ndarray, config) -> li
     """Each reaction's flare taken out to where its redness falls to ``config.half_contrast``
     of its own contrast against this arm's skin (``models.prick.config.FlareEdgeConfig`` says
     why and how far). Wheals, reactions without a flare of their own (under ~30 pixels of
-    halo), flares too faint against the skin and regions no flare is shaped like (a flare
-    run together with a red sheet along the arm) are kept as the net read them; a flare
-    never grows into another reaction."""
+    halo) and flares too faint against the skin are kept as the net read them; a ragged
+    region (a part-read, or a flare run together with a red sheet along the arm) only has its
+    gaps filled; a flare never grows into another reaction."""
     h, w = rgb.shape[:2]
     owner = np.zeros((h, w), np.int32)
     for k, r in enumerate(reactions, start=1):
@@ -279,7 +288,7 @@ def refine_flare_edges(reactions: list[Reaction], rgb: np.ndarray, config) -> li
     out = []
     for k, r in enumerate(reactions, start=1):
         req = np.sqrt(r.erythema_pixels / np.pi)  # equivalent radius, px
-        if np.count_nonzero(r.erythema & ~r.wheal) < 30 or req < 4 or solidity(r.erythema) < config.min_solidity:
+        if np.count_nonzero(r.erythema & ~r.wheal) < 30 or req < 4:
             out.append(r)
             continue
         # Read at most FLARE_READ_RADIUS_PX of radius per reaction: a 40 mm flare in a 12 MP photograph is
