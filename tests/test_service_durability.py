@@ -294,3 +294,40 @@ def test_a_failed_rebuild_refuses_to_start_and_is_repeated_next_time(tmp_path, m
         assert store.current_digest(uid) is not None and store.audit_rows()[-1]["event"] == "store_rebuilt"
     finally:
         store.close()
+
+
+
+def test_concurrent_successes_log_one_recovery():
+    """The sender's two associations report to one destination's health: when both succeed
+    after an outage, "recovered" is one state change, logged once (it was logged twice).
+    A log handler that takes its time on that line holds the window open between the check
+    and the reset, so the race happens every round, not once in a while."""
+    import logging
+    import threading
+
+    from dicom.service.health import ComponentHealth
+
+    recoveries = []
+
+    class SlowHandler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "recovered" in record.getMessage():
+                recoveries.append(record.getMessage())
+                time.sleep(0.05)
+
+    logger = logging.getLogger("dermpacs.health")
+    handler = SlowHandler(logging.WARNING)
+    logger.addHandler(handler)
+    try:
+        health = ComponentHealth("destination PACS", 1.0, 60.0)
+        for _ in range(3):
+            health.failed("connection refused")
+            lanes = [threading.Thread(target=health.ok) for _ in range(2)]
+            for t in lanes:
+                t.start()
+            for t in lanes:
+                t.join()
+    finally:
+        logger.removeHandler(handler)
+    assert len(recoveries) == 3
+    assert not health.failing

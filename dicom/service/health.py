@@ -81,10 +81,15 @@ def read_health(data_dir: Path) -> dict[str, Any] | None:
 
 
 class ComponentHealth:
-    """One loop's fault state and back-off."""
+    """One loop's fault state and back-off.
+
+    Thread-safe: the sender's concurrent associations report to one destination's health, and
+    a state change must be logged once (two lanes succeeding together logged "recovered" twice).
+    """
 
     def __init__(self, name: str, initial_s: float, maximum_s: float, board: HealthBoard | None = None) -> None:
         self.name, self.initial_s, self.maximum_s, self.board = name, initial_s, maximum_s, board
+        self._lock = threading.Lock()
         self.failures = 0
         self.first_failure: float | None = None
         if board is not None:
@@ -99,26 +104,28 @@ class ComponentHealth:
 
     def failed(self, error: BaseException | str) -> float:
         """Record a failed round; the seconds to wait before the next. Logs only the first."""
-        self.failures += 1
         text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
         text = safe_text(text, 300)
-        if self.failures == 1:
-            self.first_failure = time.time()
-            log.error("%s failing: %s; retrying with back-off (%g s, up to %g s)", self.name, text, self.initial_s,
-                      self.maximum_s, exc_info=isinstance(error, BaseException))
-        delay = self.delay()
-        if self.board is not None:
-            self.board.set(self.name, "failing", error=text, failures=self.failures, next_try_s=round(delay, 3),
-                           failing_since=self.first_failure)
+        with self._lock:
+            self.failures += 1
+            if self.failures == 1:
+                self.first_failure = time.time()
+                log.error("%s failing: %s; retrying with back-off (%g s, up to %g s)", self.name, text,
+                          self.initial_s, self.maximum_s, exc_info=isinstance(error, BaseException))
+            delay = self.delay()
+            if self.board is not None:
+                self.board.set(self.name, "failing", error=text, failures=self.failures,
+                               next_try_s=round(delay, 3), failing_since=self.first_failure)
         return delay
 
     def ok(self) -> None:
-        if self.failures:
-            log.warning("%s recovered after %d failed attempt(s) over %.0f s", self.name, self.failures,
-                        time.time() - (self.first_failure or time.time()))
-            self.failures, self.first_failure = 0, None
-            if self.board is not None:
-                self.board.set(self.name, "ok")
+        with self._lock:
+            if self.failures:
+                log.warning("%s recovered after %d failed attempt(s) over %.0f s", self.name, self.failures,
+                            time.time() - (self.first_failure or time.time()))
+                self.failures, self.first_failure = 0, None
+                if self.board is not None:
+                    self.board.set(self.name, "ok")
 
 
 __all__ = ["ComponentHealth", "HealthBoard", "read_health"]
