@@ -171,14 +171,8 @@ class PrickSegmenter:
 
 def upsample_masks(labels: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Label map (content part) -> full-size (erythema incl. wheal, wheal) boolean masks."""
+    from .measure import resize_mask
+
     h, w = shape
-    out = []
-    for sel in (labels >= ERYTHEMA_HALO, labels == WHEAL):
-        small = sel.astype(np.uint8) * 255
-        if small.shape != (h, w):
-            big = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
-        else:
-            big = small
-        out.append(big >= 128)
-    erythema, wheal = out
+    erythema, wheal = (resize_mask(sel, (w, h)) for sel in (labels >= ERYTHEMA_HALO, labels == WHEAL))
     return erythema | wheal, wheal

@@ -179,12 +179,17 @@ def find_reactions(erythema: np.ndarray, wheal: np.ndarray, min_area_px: int = 1
     return reading_order(reactions)
 
 
+def _hull(mask: np.ndarray) -> np.ndarray | None:
+    """The region's convex hull (points), None for an empty mask."""
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    return cv2.convexHull(np.concatenate(contours)) if contours else None
+
+
 def solidity(mask: np.ndarray) -> float:
     """Area / convex hull area: ~0.9 for a flare or wheal, low for pen strokes and hairs."""
-    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    if not contours:
+    hull = _hull(mask)
+    if hull is None:
         return 0.0
-    hull = cv2.convexHull(np.concatenate(contours))
     return float(np.count_nonzero(mask)) / max(1.0, float(cv2.contourArea(hull)) + 0.5 * cv2.arcLength(hull, True) + 1)
 
 
@@ -226,22 +231,27 @@ def _skin_colour(samples: np.ndarray, keep: float = 0.6) -> tuple[np.ndarray, np
     return centre, 1.4826 * np.median(np.abs(near - centre), axis=0) + 0.5
 
 
-FLARE_READ_RADIUS_PX = 48.0
+def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A boolean mask at (width, height), by majority of the (bilinear) covering pixels."""
+    if mask.shape[1::-1] == tuple(size):
+        return np.asarray(mask, bool)
+    return cv2.resize(mask.astype(np.uint8) * 255, size, interpolation=cv2.INTER_LINEAR) >= 128
 
 
 def _shrink(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """``image`` at (width, height): colour by area averaging, masks by majority."""
+    if image.dtype == bool:
+        return resize_mask(image, size)
     if image.shape[1::-1] == tuple(size):
         return image
-    if image.dtype == bool:
-        return cv2.resize(image.astype(np.uint8) * 255, size, interpolation=cv2.INTER_LINEAR) >= 128
     return cv2.resize(np.ascontiguousarray(image), size, interpolation=cv2.INTER_AREA)
 
 
 def _convex_hull(mask: np.ndarray) -> np.ndarray:
-    hull = cv2.convexHull(cv2.findNonZero(mask.astype(np.uint8)))
     out = np.zeros(mask.shape, np.uint8)
-    cv2.fillConvexPoly(out, hull, 1)
+    hull = _hull(mask)
+    if hull is not None:
+        cv2.fillConvexPoly(out, hull, 1)
     return out.astype(bool)
 
 
@@ -291,9 +301,7 @@ def refine_flare_edges(reactions: list[Reaction], rgb: np.ndarray, config) -> li
         if np.count_nonzero(r.erythema & ~r.wheal) < 30 or req < 4:
             out.append(r)
             continue
-        # Read at most FLARE_READ_RADIUS_PX of radius per reaction: a 40 mm flare in a 12 MP photograph is
-        # ~300 px across, and its edge needs no more detail than the net's own input gives.
-        f = max(1.0, req / FLARE_READ_RADIUS_PX)
+        f = max(1.0, req / config.read_radius_px)  # read on a coarser grid (config says why)
         x0, y0, x1, y1 = r.bbox
         pad = int(np.ceil((config.reach + 0.3) * req + 9 * f))  # reach, a gap and the skin ring beyond it
         X0, Y0, X1, Y1 = max(0, x0 - pad), max(0, y0 - pad), min(w, x1 + pad), min(h, y1 + pad)
