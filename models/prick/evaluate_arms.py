@@ -38,7 +38,7 @@ from .synthetic import generate_sample
 SIZES = [(384, 512), (768, 1024), (1536, 2048), (3000, 4000)]
 SEED = 9013
 VAL_SEED = 7031  # threshold tuning (validation); never the test seed
-FACTORS = ("skin_type", "image_size", "view", "reacting_sites")
+FACTORS = ("skin_type", "image_size", "view", "reacting_sites", "background")
 SKIN_TYPE_GROUPS = {1: "I-II", 2: "I-II", 3: "III-IV", 4: "III-IV", 5: "V-VI", 6: "V-VI"}
 # The model card's columns: mean Dice and median |relative error| of the photograph's total area.
 METRICS = (
@@ -79,12 +79,14 @@ def eval_panel(spacing_mm: float = 25.0) -> PanelConfig:
     return PanelConfig("evaluation 2x6", sites, spacing_mm=spacing_mm, layout=LayoutConfig(2, 6))
 
 
-def factor_levels(fitzpatrick: int, size: tuple[int, int], oblique: bool, reacting: int = 0) -> dict[str, str]:
+def factor_levels(fitzpatrick: int, size: tuple[int, int], oblique: bool, reacting: int = 0,
+                  background: str = "none") -> dict[str, str]:
     """The photograph's level of each factor of the breakdown; ``reacting``: how many of its
-    sites react (a prick test's extent: nearly every panel also has one flare of 30 mm+)."""
+    sites react (a prick test's extent: nearly every panel also has one flare of 30 mm+);
+    ``background``: the surface beside the arm (``PrickSample.background``)."""
     extent = "0-4" if reacting <= 4 else ("5-8" if reacting <= 8 else "9-12")
     return {"skin_type": SKIN_TYPE_GROUPS.get(int(fitzpatrick), "n/a"), "image_size": f"{size[1]}x{size[0]}",
-            "view": "oblique" if oblique else "frontal", "reacting_sites": extent}
+            "view": "oblique" if oblique else "frontal", "reacting_sites": extent, "background": background}
 
 
 def evaluate(segmenter, count: int, seed: int = SEED, min_reaction_model_px: int = 12, log=print,
@@ -137,7 +139,7 @@ def evaluate(segmenter, count: int, seed: int = SEED, min_reaction_model_px: int
                "dice_erythema": dice(confusion(pred.erythema, truth_ery)),
                "dice_wheal": dice(confusion(pred.wheal, truth_wh)),
                **factor_levels(s.fitzpatrick, size, s.oblique,
-                               sum(1 for t in s.sites if t.wheal_mm > 0 or t.erythema_mm > 0))}
+                               sum(1 for t in s.sites if t.wheal_mm > 0 or t.erythema_mm > 0), s.background)}
         for name, p, t in (("erythema", pred.erythema, truth_ery), ("wheal", pred.wheal, truth_wh)):
             tn, pn = int(t.sum()), int(p.sum())
             rec[f"{name}_area_rel_error"] = (pn - tn) / tn if tn else None

@@ -60,10 +60,19 @@ class PrickSample:
     spacing_mm: float = 0.0
     oblique: bool = False
     extra: list[PrickSite] = field(default_factory=list)  # reactions outside the grid
+    background: str = "none"  # what shows beside the arm: "none", or a "light" / "mid-tone" / "dark" surface
 
     @property
     def positive_sites(self) -> int:
         return sum(s.positive for s in self.sites)
+
+
+def _surface_kind(rgb) -> str:
+    """A surface beside the arm by its luma: a light sheet or wall, a mid-tone (skin-like
+    lightness), or a dark sleeve; evaluation breaks results down by it."""
+    r, g, b = (float(c) for c in rgb)
+    luma = 0.299 * r + 0.587 * g + 0.114 * b
+    return "light" if luma >= 170 else ("dark" if luma < 80 else "mid-tone")
 
 
 def sample_rng(seed: int, index: int) -> np.random.Generator:
@@ -379,9 +388,11 @@ def generate_sample(seed: int, index: int, size: tuple[int, int] = (512, 512),
 
     # Background beside the arm (table, sleeve) where the arm ends.
     covered = (0, 0)
+    background = "none"
     edge = np.abs(across) > arm_half
     if edge.any():
         colour = rng.integers(20, 235, 3).astype(np.uint8)
+        background = _surface_kind(colour)
         out[edge] = colour
         label[edge] = 0
         site_mask[edge] = 0
@@ -394,6 +405,8 @@ def generate_sample(seed: int, index: int, size: tuple[int, int] = (512, 512),
         sign = np.float32([[1, 1], [-1, 1], [-1, -1], [1, -1]])
         Hm = cv2.getPerspectiveTransform(src, (src + sign * d).astype(np.float32))
         border = tuple(int(c) for c in rng.integers(20, 235, 3))
+        if background == "none":  # the warp's border is what shows beside the arm
+            background = _surface_kind(border)
         out = cv2.warpPerspective(out, Hm, (w, h), flags=cv2.INTER_LINEAR, borderValue=border)
         label = cv2.warpPerspective(label, Hm, (w, h), flags=cv2.INTER_NEAREST)
         site_mask = cv2.warpPerspective(site_mask, Hm, (w, h), flags=cv2.INTER_NEAREST)
@@ -406,4 +419,4 @@ def generate_sample(seed: int, index: int, size: tuple[int, int] = (512, 512),
         out = cv2.GaussianBlur(out, (0, 0), rng.uniform(0.4, 1.0))
     return PrickSample(image=out, label=label, px_per_mm=ppm, fitzpatrick=fitz, sites=sites,
                        covered_rows=covered, site_mask=site_mask, rows=rows, cols=cols, spacing_mm=spacing,
-                       oblique=is_oblique, extra=extras)
+                       oblique=is_oblique, extra=extras, background=background)
