@@ -30,6 +30,11 @@ class UNetConfig:
     # sigmoid head: probability thresholds of (reaction, wheal, site mark), chosen on
     # validation photographs (models.prick.evaluate_arms --tune-thresholds), never on test ones.
     thresholds: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    # Hysteresis for the reaction map: pixels above this lower probability join a reaction
+    # when they connect to one above thresholds[0]. A faint flare's outer part sits at
+    # 0.4-0.7 (the net is unsure of it, not of the reaction); a lone pixel there is no
+    # reaction. None: one threshold.
+    reaction_grow_threshold: float | None = None
 
 
 @dataclass

@@ -45,10 +45,23 @@ def label_maps_from_logits(model: torch.nn.Module, logits: torch.Tensor) -> np.n
     if getattr(model, "head_kind", "softmax") == "sigmoid":
         p = logits.sigmoid()
         t = getattr(model, "thresholds", (0.5, 0.5, 0.5))
-        out = (p[:, 0] > t[0]).to(torch.uint8)
-        out[p[:, 1] > t[1]] = WHEAL
-        return out.numpy()
+        out = (p[:, 0] > t[0]).to(torch.uint8).numpy()
+        grow = getattr(model, "reaction_grow_threshold", None)
+        if grow is not None and grow < t[0]:
+            for k, sure in enumerate(out):
+                out[k] = grown_from(sure.astype(bool), (p[k, 0] > grow).numpy())
+        out[(p[:, 1] > t[1]).numpy()] = WHEAL
+        return out
     return logits.argmax(1).to(torch.uint8).numpy()
+
+
+def grown_from(seeds: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """The connected parts of ``candidates`` (bool) that hold a ``seeds`` pixel (hysteresis)."""
+    n, parts = cv2.connectedComponents((candidates | seeds).astype(np.uint8), connectivity=8)
+    keep = np.zeros(n, bool)
+    keep[np.unique(parts[seeds])] = True
+    keep[0] = False
+    return keep[parts]
 
 
 def predict_label_maps(model: torch.nn.Module, boxed: list[np.ndarray], bf16: bool = False) -> np.ndarray:

@@ -64,4 +64,5 @@ def build_unet(cfg: UNetConfig) -> UNet:
     net = UNet(3, cfg.num_classes, cfg.base_width, cfg.depth, cfg.batch_norm)
     net.head_kind = cfg.head  # how predict_label_maps reads the logits
     net.thresholds = tuple(cfg.thresholds)
+    net.reaction_grow_threshold = cfg.reaction_grow_threshold
     return net

@@ -11,7 +11,7 @@ harmonic/finger outlines whose shading stays inside the outline; puncture dots, 
 naevi, hair, pen labels; table/sheet/drape background, sometimes a sleeve; blur, noise, white
 balance, vignetting and JPEG. Overlapping flares are painted as the maximum of their fields.
 
-    python -m benchmarks.prick_foreign_painter --out DIR --count 6 --seed 0
+    python -m models.prick.independent_painter --out DIR --count 6 --seed 0
 """
 
 from __future__ import annotations
