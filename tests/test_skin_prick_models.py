@@ -428,3 +428,61 @@ def test_a_ragged_part_read_of_a_flare_has_its_gaps_filled_but_grows_no_further(
     hull = cv2.dilate(hull, np.ones((5, 5), np.uint8)).astype(bool)  # the read's resampling: 2 px
     assert np.count_nonzero(ery & ~hull) == 0
     assert np.count_nonzero(ery & flare) > 1.5 * np.count_nonzero(net & flare)  # the wedges were flare
+
+
+def test_reaction_hysteresis_keeps_unsure_pixels_only_where_they_join_a_sure_reaction():
+    from models.prick.inference import grown_from
+
+    sure = np.zeros((40, 40), bool)
+    sure[10:14, 10:14] = True
+    unsure = np.zeros((40, 40), bool)
+    unsure[6:20, 6:20] = True  # a faint flare around the sure core
+    unsure[30:34, 30:34] = True  # an unsure blob on its own: no reaction
+    grown = grown_from(sure, unsure)
+    assert grown[6:20, 6:20].all() and not grown[30:34, 30:34].any()
+    assert grown_from(np.zeros_like(sure), unsure).sum() == 0
+
+
+def test_the_sigmoid_head_applies_the_grow_threshold_from_its_config():
+    from models.prick.inference import label_maps_from_logits
+
+    net = build_unet(UNetConfig(base_width=4, depth=2, num_classes=3, head="sigmoid"))
+    net.thresholds = (0.7, 0.8, 0.5)
+    p = torch.full((1, 3, 16, 16), 0.1)
+    p[0, 0, 4:12, 4:12] = 0.5  # unsure flare ...
+    p[0, 0, 7:9, 7:9] = 0.9  # ... around a sure centre
+    p[0, 0, 0:2, 14:16] = 0.5  # unsure, alone
+    logits = torch.logit(p)
+    assert (label_maps_from_logits(net, logits)[0] > 0).sum() == 4
+    net.reaction_grow_threshold = 0.4
+    grown = label_maps_from_logits(net, logits)[0] > 0
+    assert grown[4:12, 4:12].all() and not grown[0:2, 14:16].any()
+
+
+def test_independent_painter_is_deterministic_and_its_truth_matches_the_issue_arm():
+    from models.prick.independent_painter import paint_arm
+
+    a, b = paint_arm(3, 1, (384, 512)), paint_arm(3, 1, (384, 512))
+    assert np.array_equal(a.image, b.image) and np.array_equal(a.label, b.label)
+    assert not np.array_equal(a.image, paint_arm(3, 2, (384, 512)).image)
+    assert len(a.sites) == 6 and set(np.unique(a.label)) <= {0, 1, 2}
+    wheals = sorted(s[2] for s in a.sites)
+    assert 7 <= wheals[-1] <= 13 and all(1.5 <= w <= 5 for w in wheals[:-1])
+    for x, y, wheal_mm, flare_mm in a.sites:
+        assert a.label[int(round(y)), int(round(x))] == 2  # the prick sits in its wheal
+        assert flare_mm > wheal_mm
+    portrait = paint_arm(3, 4, (512, 384), fitzpatrick=6)
+    assert portrait.image.shape == (512, 384, 3) and portrait.fitzpatrick == 6
+
+
+def test_training_pool_mixes_in_the_independent_painter_without_site_marks():
+    from models.prick.data import SITE_KNOWN, SyntheticPrickDataset
+
+    d = SyntheticPrickDataset(5, 13, 128, with_sites=True, independent_fraction=0.4)
+    painter = [d._independent(i) for i in range(5)]
+    assert sum(painter) == 2
+    for i, by_painter in enumerate(painter):
+        image, label = d.get(i)
+        assert image.shape == (128, 128, 3)
+        assert bool((label & SITE_KNOWN).any()) is (not by_painter)  # its sites are not trained on
+    assert not any(SyntheticPrickDataset(5, 13, 128, independent_fraction=0.0)._independent(i) for i in range(5))

@@ -69,6 +69,11 @@ class DataConfig:
     # letterboxed to input_size (as the app does with a real photograph).
     synthetic_scale: tuple[float, float] = (1.0, 1.0)
     val_samples: int = 40  # synthetic validation samples (another seed range)
+    # Fraction of the synthetic photographs (pool and validation) drawn by a second painter,
+    # models.prick.independent_painter (its own skin, flare, wheal and camera models): a net
+    # that knew one painter under-read the other's flares by ~40 %. The rest come from
+    # models.prick.synthetic, the only one with quiet sites and site marks.
+    independent_fraction: float = 0.0
     split: tuple[float, float, float] = (0.7, 0.1, 0.2)  # folder: train/val/test (paper 7:1:2)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 

@@ -112,13 +112,20 @@ class SyntheticPrickDataset:
     """Generated samples, letterboxed to ``input_size``; a seed offset separates train/val/test."""
 
     def __init__(self, count: int, seed: int, input_size: int, offset: int = 0,
-                 scale: tuple[float, float] = (1.0, 1.0), with_sites: bool = False) -> None:
+                 scale: tuple[float, float] = (1.0, 1.0), with_sites: bool = False,
+                 independent_fraction: float = 0.0) -> None:
         self.count, self.seed, self.size, self.offset = count, seed, input_size, offset
         self.scale, self.with_sites = tuple(scale), with_sites
+        self.independent_fraction = float(independent_fraction)
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def __len__(self) -> int:
         return self.count
+
+    def _independent(self, index: int) -> bool:
+        """Whether sample ``index`` is the second painter's: every k-th, spread evenly."""
+        f = self.independent_fraction
+        return f > 0 and int((index + 1) * f) > int(index * f)
 
     def get(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """(letterboxed image, label map); the label is encoded (``encode_label``) with_sites."""
@@ -130,8 +137,14 @@ class SyntheticPrickDataset:
                 long = int(self.size * rng.uniform(*self.scale))
                 aspect = float(rng.choice([4 / 3, 3 / 2, 16 / 9, 1.0]))
                 size = (int(long / aspect), long) if rng.random() < 0.8 else (long, int(long / aspect))
-            s = generate_sample(self.seed, self.offset + index, size=size)
-            label = encode_label(s.label, s.site_mask) if self.with_sites else s.label
+            if self._independent(index):
+                from .independent_painter import paint_arm
+
+                s = paint_arm(self.seed, self.offset + index, size)  # no site marks: site map not trained
+                label = encode_label(s.label, None) if self.with_sites else s.label
+            else:
+                s = generate_sample(self.seed, self.offset + index, size=size)
+                label = encode_label(s.label, s.site_mask) if self.with_sites else s.label
             if s.image.shape[:2] != (self.size, self.size):
                 image, label = letterbox_pair(s.image, label, self.size)
             else:

@@ -50,10 +50,11 @@ def datasets_for(cfg: PrickConfig, folder: str | None = None, train_names: list[
         val_names = val_names or train_names[:1]
         return FolderPrickDataset(folder, train_names, size), FolderPrickDataset(folder, val_names, size)
     sites = cfg.model.head == "sigmoid"
+    mix = cfg.data.independent_fraction
     return (SyntheticPrickDataset(cfg.data.synthetic_pool, cfg.seed, size, scale=cfg.data.synthetic_scale,
-                                  with_sites=sites),
+                                  with_sites=sites, independent_fraction=mix),
             SyntheticPrickDataset(cfg.data.val_samples, cfg.seed, size, offset=VAL_OFFSET,
-                                  scale=cfg.data.synthetic_scale, with_sites=sites))
+                                  scale=cfg.data.synthetic_scale, with_sites=sites, independent_fraction=mix))
 
 
 def validation_scores(model: torch.nn.Module, dataset, batch: int = 4) -> dict[str, float]:
