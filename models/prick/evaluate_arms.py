@@ -38,6 +38,7 @@ from .synthetic import PrickSample, PrickSite, generate_sample
 SIZES = [(384, 512), (768, 1024), (1536, 2048), (3000, 4000)]
 SEED = 9013
 VAL_SEED = 7031  # threshold tuning (validation); never the test seed
+INDEPENDENT_VAL_SEED = 500  # the independent painter's validation arms (its test ones: SEED)
 FACTORS = ("skin_type", "image_size", "view", "reacting_sites", "background")
 SKIN_TYPE_GROUPS = {1: "I-II", 2: "I-II", 3: "III-IV", 4: "III-IV", 5: "V-VI", 6: "V-VI"}
 # The model card's columns: mean Dice and median |relative error| of the photograph's total area.
@@ -226,13 +227,16 @@ def evaluate(segmenter, count: int, seed: int = SEED, min_reaction_model_px: int
     return out
 
 
-def tune_thresholds(segmenter, count: int, seed: int = VAL_SEED, log=print) -> tuple[float, float]:
+def tune_thresholds(segmenter, count: int, seed: int = VAL_SEED, log=print,
+                    independent: int = 0) -> tuple[float, float]:
     """Reaction and wheal thresholds that make total areas unbiased on validation panels.
 
     Validation photographs (``VAL_SEED``, not the test seed) are run once; for each
     candidate threshold the median relative error of the total area (at the model's
     resolution, truth letterboxed the same way) is computed, and the threshold with the
-    smallest mean absolute relative error is kept.
+    smallest mean absolute relative error is kept. ``independent``: that many validation
+    arms by the independent painter (``INDEPENDENT_VAL_SEED``) join the panels, for weights
+    trained on both painters.
     """
     import torch
 
@@ -240,10 +244,14 @@ def tune_thresholds(segmenter, count: int, seed: int = VAL_SEED, log=print) -> t
 
     from .data import letterbox_pair, to_tensor
 
-    grid = np.round(np.arange(0.2, 0.81, 0.05), 2)
+    grid = np.round(np.arange(0.2, 0.951, 0.05), 2)
     errs = {0: {t: [] for t in grid}, 1: {t: [] for t in grid}}
-    for i in range(count):
-        s = generate_sample(seed, i, size=SIZES[i % len(SIZES)], grid=(2, 6), spacing_mm=25.0)
+    photographs = [(lambda i=i: generate_sample(seed, i, size=SIZES[i % len(SIZES)], grid=(2, 6), spacing_mm=25.0))
+                   for i in range(count)]
+    photographs += [(lambda i=i: independent_arm(INDEPENDENT_VAL_SEED, i, SIZES[i % len(SIZES)]))
+                    for i in range(independent)]
+    for i, draw in enumerate(photographs):
+        s = draw()
         boxed, info = letterbox(s.image, segmenter.input_size)
         _, label = letterbox_pair(s.image, s.label, segmenter.input_size)
         with torch.inference_mode():
@@ -253,7 +261,7 @@ def tune_thresholds(segmenter, count: int, seed: int = VAL_SEED, log=print) -> t
             if n:
                 for t in grid:
                     errs[ch][t].append((np.count_nonzero(prob[ch] > t) - n) / n)
-        log(f"threshold tuning: photograph {i + 1}/{count}")
+        log(f"threshold tuning: photograph {i + 1}/{len(photographs)}")
     best = []
     for ch in (0, 1):
         scores = {t: float(np.mean(np.abs(v))) for t, v in errs[ch].items()}
@@ -315,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--flare-edge", choices=("config", "on", "off"), default="config",
                    help="refine flare edges from the photograph's colours as the weights' YAML says (config), "
                         "or force it on/off (the card's before/after)")
+    p.add_argument("--tune-independent", type=int, default=0, metavar="N",
+                   help="with --tune-thresholds: N validation arms by the independent painter join the panels")
     p.add_argument("--reaction-grow-threshold", default="config", metavar="P|none|config",
                    help="hysteresis of the reaction map (UNetConfig.reaction_grow_threshold): as the "
                         "weights' YAML says (config), off (none) or this probability")
@@ -327,7 +337,8 @@ def main(argv: list[str] | None = None) -> int:
 
     seg = PrickSegmenter.load(args.weights)
     if args.tune_thresholds:
-        reaction_t, wheal_t = tune_thresholds(seg, args.tune_thresholds, log=lambda line: print(line, flush=True))
+        reaction_t, wheal_t = tune_thresholds(seg, args.tune_thresholds, log=lambda line: print(line, flush=True),
+                                              independent=args.tune_independent)
         seg.config.model.thresholds = (reaction_t, wheal_t, seg.config.model.thresholds[2])
         save_config(seg.config, Path(args.weights).with_suffix(".yaml"))
         seg = PrickSegmenter.load(args.weights)
