@@ -166,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--max-minutes", type=float)
     p.add_argument("--lr", type=float)
+    p.add_argument("--patience", type=int, help="early-stopping patience in epochs (e.g. raised on --resume "
+                                                "when a small validation set is too noisy to stop on)")
     p.add_argument("--init-weights", help="start from these weights (e.g. the shipped ones) instead of random")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt (saved every epoch)")
     args = p.parse_args(argv)
@@ -178,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
         if value:
             setattr(cfg, attr, value)
     for attr, value in (("epochs", args.epochs), ("iterations_per_epoch", args.iterations_per_epoch),
-                        ("batch_size", args.batch_size), ("max_minutes", args.max_minutes), ("lr", args.lr)):
+                        ("batch_size", args.batch_size), ("max_minutes", args.max_minutes), ("lr", args.lr),
+                        ("early_stopping_patience", args.patience)):
         if value is not None:
             setattr(cfg.optim, attr, value)
     train(cfg, args.out, log=lambda line: print(line, flush=True), resume=args.resume)
