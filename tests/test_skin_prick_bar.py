@@ -1,6 +1,6 @@
 """Issue 13's Bar with the shipped weights: on fresh synthetic arms with exact truth, every
 reaction is found and the total wheal and erythema areas are within 15 %. The first half
-holds; the areas do not yet.
+holds; the areas hold on three of the four arms (the fourth is at the limit).
 
 Fresh = a seed used neither in training (13) nor in the model card's evaluation (9013).
 Photographs 1024x768 and 2048x1536, frontal, skin types I-IV (the card states that flares
@@ -62,14 +62,18 @@ def test_every_reaction_found(readings, case):
     assert not missed
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13's Bar is not met by skin_prick_unet 0.3.0 + site verifier 0.1.0 "
-                   "with flare edges from colour: on these four arms the total erythema area is off by -34, +1, "
-                   "+1 and +3 %, the wheal area by -21, +11, +4 and +14 % (the fair type I arm's faint 40 mm flares "
-                   "are under-read); card: within 15 % on 20 and 18 of 24 held-out panels")
-def test_total_areas_within_15_percent(readings):
-    errors = []
-    for s, reading in readings:
-        erythema, wheal = kept_masks(reading.reactions, s.label.shape)  # what the app's SEG holds
-        for name, p, t in (("erythema", erythema, s.label >= 1), ("wheal", wheal, s.label == 2)):
-            errors.append((name, (np.count_nonzero(p) - np.count_nonzero(t)) / np.count_nonzero(t)))
+AT_THE_LIMIT = pytest.mark.xfail(
+    strict=False, reason="issue 13's Bar is not met on this arm by skin_prick_unet 0.4.0 + site verifier 0.1.0 with "
+    "flare edges from colour: the fair type I arm's faint 40 mm flares are read short, total erythema area -15.3 % "
+    "here (0.3.0: -34 %); so close to the limit that another CPU's kernels may read it within (not strict)")
+
+
+@pytest.mark.parametrize("case", [pytest.param(0, marks=AT_THE_LIMIT), 1, 2, 3])
+def test_total_areas_within_15_percent(readings, case):
+    """0.4.0 here: erythema -15.3, +3.7, +1.0, +14.1 %, wheal -4.3, +10.3, -1.3, +8.0 % (0.3.0: -34, +1,
+    +1, +3 / -21, +11, +4, +14); card: within 15 % on 22 and 22 of 24 held-out panels."""
+    s, reading = readings[case]
+    erythema, wheal = kept_masks(reading.reactions, s.label.shape)  # what the app's SEG holds
+    errors = [(name, (np.count_nonzero(p) - np.count_nonzero(t)) / np.count_nonzero(t))
+              for name, p, t in (("erythema", erythema, s.label >= 1), ("wheal", wheal, s.label == 2))]
     assert all(abs(rel) <= 0.15 for _, rel in errors), errors
