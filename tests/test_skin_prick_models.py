@@ -486,3 +486,24 @@ def test_training_pool_mixes_in_the_independent_painter_without_site_marks():
         assert image.shape == (128, 128, 3)
         assert bool((label & SITE_KNOWN).any()) is (not by_painter)  # its sites are not trained on
     assert not any(SyntheticPrickDataset(5, 13, 128, independent_fraction=0.0)._independent(i) for i in range(5))
+
+
+def test_reading_decisions_are_scored_against_the_rule_applied_to_the_truth():
+    from types import SimpleNamespace
+
+    from models.prick.evaluate_arms import eval_panel, tally_decisions, truth_decisions
+
+    panel = eval_panel()  # histamine, saline, 10 allergens; positive: wheal >= saline + 3 mm
+    wheals = [6.0, 1.0, 4.5, 3.9, 0.0, 8.0] + [0.0] * 6
+    sites = [SimpleNamespace(wheal_mm=w) for w in wheals]
+    truth, valid = truth_decisions(panel, sites)
+    assert valid and truth[:6] == ["positive", "negative", "positive", "negative", "negative", "positive"]
+    got = ["positive", "negative", "negative", "positive", "negative", "positive"] + ["negative"] * 5 + ["not readable"]
+    reading = SimpleNamespace(sites=[SimpleNamespace(result=r) for r in got], valid=True)
+    tally = {"allergen": {"tp": 0, "fn": 0, "fp": 0, "tn": 0, "not_readable": 0},
+             "validity": {"agree": 0, "disagree": 0, "unknown": 0}}
+    tally_decisions(tally, panel, sites, reading)
+    assert tally["allergen"] == {"tp": 1, "fn": 1, "fp": 1, "tn": 6, "not_readable": 1}
+    assert tally["validity"] == {"agree": 1, "disagree": 0, "unknown": 0}
+    sites[1].wheal_mm = 3.5  # a reacting saline: the truth's test is invalid
+    assert truth_decisions(panel, sites)[1] is False

@@ -92,6 +92,43 @@ def independent_arm(seed: int, index: int, size: tuple[int, int], painter: str =
                        sites=sites, background=a.background.split("+")[0])
 
 
+def truth_decisions(panel: PanelConfig, sites) -> tuple[list[str], bool]:
+    """What the panel's rule decides from the exact truth diameters: each site's result
+    (positive / negative) and the test's validity, to score the reading's decisions."""
+    rule = panel.rule
+    roles = [ps.role for ps in panel.sites]
+    neg = [t.wheal_mm for t, role in zip(sites, roles) if role == "negative_control"]
+    pos = [t.wheal_mm for t, role in zip(sites, roles) if role == "positive_control"]
+    valid = all(w >= rule.positive_control_min_wheal_mm for w in pos) and \
+        all(w < rule.negative_control_max_wheal_mm for w in neg)
+    baseline = max(neg) if neg else 0.0
+    results = []
+    for t, role in zip(sites, roles):
+        limit = {"positive_control": rule.positive_control_min_wheal_mm,
+                 "negative_control": rule.negative_control_max_wheal_mm}.get(role, baseline + rule.wheal_margin_mm)
+        results.append("positive" if t.wheal_mm >= limit else "negative")
+    return results, valid
+
+
+def tally_decisions(tally: dict, panel: PanelConfig, sites, reading) -> None:
+    """Adds one reading's allergen decisions (against the truth's, ``truth_decisions``) and
+    its validity to ``tally``: what an allergist signs, beyond the masks."""
+    truth, valid = truth_decisions(panel, sites)
+    for want, got, ps in zip(truth, reading.sites, panel.sites):
+        if ps.role != "allergen":
+            continue
+        if got.result == "not readable":
+            tally["allergen"]["not_readable"] += 1
+        else:
+            key = ("tp" if got.result == "positive" else "fn") if want == "positive" else \
+                ("fp" if got.result == "positive" else "tn")
+            tally["allergen"][key] += 1
+    if reading.valid is None:
+        tally["validity"]["unknown"] += 1
+    else:
+        tally["validity"]["agree" if bool(reading.valid) == valid else "disagree"] += 1
+
+
 def eval_panel(spacing_mm: float = 25.0) -> PanelConfig:
     sites = [PanelSiteConfig("Histamine", "positive_control"), PanelSiteConfig("Saline", "negative_control")]
     sites += [PanelSiteConfig(f"Allergen {i}") for i in range(1, 11)]
@@ -127,6 +164,8 @@ def evaluate(segmenter, count: int, seed: int = SEED, min_reaction_model_px: int
     dropped = {"reacting": 0, "quiet": 0}  # matched reactions the verifier dropped, by truth
     reread = {"reacting": 0, "quiet": 0}  # suspected sites segmented again and found, by truth
     missed_sizes = []
+    decisions = {"allergen": {"tp": 0, "fn": 0, "fp": 0, "tn": 0, "not_readable": 0},
+                 "validity": {"agree": 0, "disagree": 0, "unknown": 0}}
     for i in range(count):
         size = SIZES[i % len(SIZES)]
         if scenario == "six":
@@ -183,6 +222,8 @@ def evaluate(segmenter, count: int, seed: int = SEED, min_reaction_model_px: int
                 if reacts:
                     claimed |= n
             false_pos += int((~claimed).sum())
+        if reading is not None:
+            tally_decisions(decisions, panel, s.sites, reading)
         for truth, got in zip(s.sites, reading.sites if reading else []):
             reacts = truth.wheal_mm > 0 or truth.erythema_mm > 0
             if got.reason.startswith("reaction suspected"):
@@ -211,6 +252,7 @@ def evaluate(segmenter, count: int, seed: int = SEED, min_reaction_model_px: int
     out = {"images": count, "seed": seed, "weights": str(getattr(segmenter, "weights_path", "")),
            "pooled_dice": {k: 100 * dice(v) for k, v in conf.items()},
            "mean_dice": {k: 100 * float(np.mean([r[f"dice_{k}"] for r in per_image])) for k in conf},
+           "decisions": decisions if scenario == "panel" and with_panel else None,
            "reactions": {"truth": found + missed, "found": found, "missed": missed, "false": false_pos,
                          "missed_sizes_wheal_flare_mm": missed_sizes},
            "verifier": None if verifier is None else {
@@ -378,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     report["per_image"] = result["per_image"]
     write_report(report, out)
     write_contact_sheets(sheet, out)
-    summary = {k: result[k] for k in ("pooled_dice", "mean_dice", "reactions", "verifier", "area_rel_error",
+    summary = {k: result[k] for k in ("pooled_dice", "mean_dice", "reactions", "decisions", "verifier", "area_rel_error",
                                       "diameter_mm")}
     summary["reading"] = "no panel" if reads_without_panel(args) else "panel"
     summary["scenario"] = args.scenario
